@@ -1,0 +1,242 @@
+"""``signbart``: one subcommand per library call. Parsing lives here and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from signbart import __version__
+from signbart.errors import UserError
+
+log = logging.getLogger("signbart")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _set_override(config: dict, assignment: str) -> None:
+    """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to a nested config dict."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.augment.hand_drop=0.3")
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {assignment!r}: {p!r} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+# ------------------------------------------------------------------ handlers
+
+def cmd_synth(a) -> int:
+    from signbart.synth import synthesize
+
+    synthesize(a.out, a.signers, a.classes, a.reps, a.layout, a.seed)
+    print(f"wrote synthetic dataset {a.out} ({a.signers} signers x {a.classes} classes x "
+          f"{a.reps} reps, layout {a.layout})")
+    return 0
+
+
+def cmd_import_pkl(a) -> int:
+    from signbart.import_pkl import import_pkl
+
+    n = import_pkl(a.src, a.out, trust=a.trust_pickle)
+    print(f"imported {n} samples into {a.out}")
+    return 0
+
+
+def cmd_extract(a) -> int:
+    from signbart.extract import extract_dir
+
+    summary = extract_dir(a.videos, a.out, layout=a.layout, workers=a.workers, address=a.address,
+                          flip=a.flip, flip_signers=_csv_list(a.flip_signers) if a.flip_signers
+                          else None, pattern=a.pattern, resume=a.resume)
+    print(summary)
+    return 0 if summary.failed == 0 or a.allow_failures else 1
+
+
+def cmd_train(a) -> int:
+    from signbart.config import load_variant, to_dict
+    from signbart.results import write_rows
+    from signbart.trial import run_trial
+
+    variant = load_variant(a.config)
+    config = {"data": a.data, "variant": to_dict(variant), "holdout": a.holdout,
+              "seed": a.seed, "quant": _csv_list(a.quant), "out_dir": a.out,
+              "baseline": not a.no_baseline, "threads": a.threads,
+              "train": {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr),
+                                          ("batch_size", a.batch_size),
+                                          ("val_signers", a.val_signers)) if v is not None}}
+    for assignment in a.set or []:
+        _set_override(config, assignment)
+    rows = run_trial(config)
+    path = write_rows(rows, str(Path(a.out) / "results.parquet"))
+    params = next((r["params"] for r in rows if r.get("params")), None)
+    print(f"SignBART {variant.name}: {params:,} parameters" if params else "")
+    for r in rows:
+        top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
+        print(f"  {r['model_kind']:9s} {r['quant']:5s} {r['status']:6s} top1={top1} "
+              f"{r.get('model_path') or ''} {r.get('error') or ''}")
+    print(f"results: {path}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def cmd_evaluate(a) -> int:
+    from signbart.config import load_variant
+    from signbart.data import open_dataset
+    from signbart.evaluate import evaluate_tflite_file
+
+    out = a.out or str(Path(a.model).with_suffix(".eval.json"))
+    result = evaluate_tflite_file(a.model, load_variant(a.config), open_dataset(a.data),
+                                  holdout=a.holdout, out_json=out)
+    print(json.dumps({k: result[k] for k in ("top1", "top5", "macro_f1", "model_bytes",
+                                             "params", "flops", "latency_ms_p50",
+                                             "latency_ms_p90") if k in result}, indent=1))
+    print(f"written: {out}")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from signbart.predict import predict_videos
+
+    results = predict_videos(a.videos, a.model, top_k=a.top)
+    if a.json:
+        print(json.dumps(results, indent=1, ensure_ascii=False))
+    else:
+        for r in results:
+            print(r["video"])
+            for p in r["top"]:
+                print(f"  {p['probability']:6.1%}  {p['label']}  {p['gloss']}")
+    return 0
+
+
+def cmd_sweep(a) -> int:
+    from signbart.sweep import run_sweep
+
+    summary = run_sweep(a.spec, address=a.address, storage=a.storage, resume=a.resume,
+                        max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke)
+    print(summary)
+    return 0 if getattr(summary, "ok", True) else 1
+
+
+def cmd_report(a) -> int:
+    from signbart.report import build_report
+
+    paths = build_report(a.results, a.out, formats=tuple(_csv_list(a.format)))
+    print(f"report: {paths.html if getattr(paths, 'html', None) else a.out}")
+    return 0
+
+
+# ------------------------------------------------------------------ parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="signbart", description=(
+        "Leave-one-signer-out SignBART sweeps on Ray: keypoints -> trials -> TFLite -> reports."))
+    p.add_argument("--version", action="version", version=f"signbart {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("synth", help="write a synthetic keypoint dataset (tests, quickstart)")
+    s.add_argument("out")
+    s.add_argument("--signers", type=int, default=4)
+    s.add_argument("--classes", type=int, default=10)
+    s.add_argument("--reps", type=int, default=5)
+    s.add_argument("--layout", default="holistic-65", choices=["holistic-65", "holistic-90"])
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_synth)
+
+    s = sub.add_parser("import-pkl", help="convert reference SignBART .pkl samples to a dataset")
+    s.add_argument("src", help="folder with <split>/<class>/<user>_<class>_<rep>.pkl + label2id.json")
+    s.add_argument("out")
+    s.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling SRC (pickle runs arbitrary code: only for trusted files)")
+    s.set_defaults(func=cmd_import_pkl)
+
+    s = sub.add_parser("extract", help="MediaPipe Holistic keypoints from videos, in parallel on Ray")
+    s.add_argument("videos", help="folder of videos (searched recursively)")
+    s.add_argument("out", help="dataset directory to write")
+    s.add_argument("--layout", default="holistic-90", choices=["holistic-65", "holistic-90"])
+    s.add_argument("--address", help="Ray cluster address (default: start Ray in-process)")
+    s.add_argument("--workers", type=int, help="MediaPipe actors (default: one per CPU)")
+    s.add_argument("--flip", action="store_true", help="also write a mirrored copy of every video")
+    s.add_argument("--flip-signers", help="comma-separated left-handed signers to mirror "
+                   "(default: from signers.csv beside the videos)")
+    s.add_argument("--pattern", help="regex with named groups signer/label/repetition")
+    s.add_argument("--resume", action="store_true", help="skip videos already in OUT")
+    s.add_argument("--allow-failures", action="store_true", help="exit 0 even if videos failed")
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("train", help="train one LOSO fold, export and evaluate TFLite models")
+    s.add_argument("--config", required=True, help="variant config YAML (configs/*.yaml)")
+    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--holdout", required=True, help="held-out signer, or 'none' to train on all")
+    s.add_argument("--seed", type=int, default=42)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--lr", type=float)
+    s.add_argument("--batch-size", type=int)
+    s.add_argument("--val-signers", type=int, help="inner validation signers (default 1)")
+    s.add_argument("--quant", default="fp32", help="comma list of fp32,ptq,qat,int8")
+    s.add_argument("--threads", type=int, default=0, help="TF threads (0 = TF default)")
+    s.add_argument("--no-baseline", action="store_true", help="skip the linear baseline")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="typed override, e.g. train.augment.hand_drop=0.3 (repeatable)")
+    s.add_argument("--out", required=True, help="run directory")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="evaluate a .tflite model with the TFLite interpreter")
+    s.add_argument("--model", required=True)
+    s.add_argument("--config", required=True)
+    s.add_argument("--data", required=True)
+    s.add_argument("--holdout", help="signer to evaluate (default: the whole dataset)")
+    s.add_argument("--out", help="JSON output (default: beside the model)")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("predict", help="recognise the sign in video(s) with an exported model")
+    s.add_argument("videos", nargs="+")
+    s.add_argument("--model", required=True, help=".tflite file (its .json sidecar beside it)")
+    s.add_argument("--top", type=int, default=5)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("sweep", help="run a holdout x seed x variant x quant grid on Ray Tune")
+    s.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
+    s.add_argument("--address", help="Ray cluster address (default: local Ray in-process)")
+    s.add_argument("--storage", help="results storage path or URI (s3://...)")
+    s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    s.add_argument("--max-concurrent", type=int)
+    s.add_argument("--dry-run", action="store_true", help="print the grid and estimated cost")
+    s.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
+    s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("report", help="aggregate LOSO report from sweep result Parquet rows")
+    s.add_argument("results", nargs="+", help="sweep storage dirs, results/ folders or .parquet")
+    s.add_argument("--out", default="reports/latest")
+    s.add_argument("--format", default="md,csv,html")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"signbart {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"signbart {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Typed, validated configs: model, augmentation, training, QAT, and the keypoint variant.
+
+Everything here is plain data (no TensorFlow), so drivers can validate a sweep without
+importing TF. ``VariantConfig.to_dict()`` is written into every artifact and is enough
+to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from signbart.errors import ConfigError
+from signbart.layouts import GROUPS, LAYOUTS, Layout, get_layout
+
+
+def _check_type(value, tp, where: str):
+    """Coerce/validate one YAML value against a dataclass field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _check_type(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0] if args else typing.Any
+        if origin is tuple and len(args) == 2 and args[1] is not Ellipsis:
+            if len(value) != 2:
+                raise ConfigError(f"{where}: expected 2 values, got {value!r}")
+            return tuple(_check_type(v, a, where) for v, a in zip(value, args))
+        return tuple(_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict or tp is typing.Any:
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls, data, where: str):
+    """Build dataclass ``cls`` from a mapping, naming ``where`` (file: field) in every error."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def to_dict(obj) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+def config_hash(d: dict) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _positive(name: str, value, allow_zero: bool = False):
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _rate(name: str, value: float):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """SignBART hyper-parameters (the published Arabic-ASL configuration by default)."""
+
+    num_keypoints: int = 65
+    num_labels: int = 10
+    d_model: int = 144
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    encoder_attention_heads: int = 8
+    decoder_attention_heads: int = 8
+    encoder_ffn_dim: int = 144
+    decoder_ffn_dim: int = 144
+    dropout: float = 0.3
+    activation_dropout: float = 0.3
+    attention_dropout: float = 0.0
+    classifier_dropout: float = 0.7
+    encoder_layerdrop: float = 0.4
+    decoder_layerdrop: float = 0.4
+    max_position_embeddings: int = 256
+
+    def __post_init__(self):
+        if self.num_labels <= 1:
+            raise ValueError(f"num_labels must be > 1, got {self.num_labels}")
+        for n in ("num_keypoints", "d_model", "encoder_attention_heads", "decoder_attention_heads",
+                  "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings"):
+            _positive(n, getattr(self, n))
+        for n in ("encoder_layers", "decoder_layers"):
+            _positive(n, getattr(self, n), allow_zero=True)
+        for n in ("dropout", "activation_dropout", "attention_dropout", "classifier_dropout",
+                  "encoder_layerdrop", "decoder_layerdrop"):
+            _rate(n, getattr(self, n))
+        for heads in (self.encoder_attention_heads, self.decoder_attention_heads):
+            if self.d_model % heads:
+                raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({heads})")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation of preprocessed keypoints (see ``signbart.augment``).
+
+    The first five are the reference's: with probability ``prob`` a sample gets a random
+    non-empty subset of them. The rest target signer variation and fire independently.
+    """
+
+    prob: float = 0.4
+    rotate_deg: float = 15.0
+    noise_std: float = 0.01
+    clip_frames: bool = True
+    time_warp: tuple[float, float] | None = (1.1, 1.5)
+    flip: bool = True
+    hand_drop: float = 0.0        # P(zero the non-dominant (left-slot) hand for a whole sample)
+    frame_drop: float = 0.0       # P(zero each single frame)
+    affine_prob: float = 0.0      # P(per-group affine jitter)
+    affine_scale: float = 0.1
+    affine_shear: float = 0.1
+    affine_shift: float = 0.05
+    speed: tuple[float, float] | None = None  # temporal resampling factor range, e.g. [0.8, 1.25]
+
+    def __post_init__(self):
+        for n in ("prob", "hand_drop", "frame_drop", "affine_prob"):
+            v = getattr(self, n)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{n} must be in [0, 1], got {v}")
+        for n in ("rotate_deg", "noise_std", "affine_scale", "affine_shear", "affine_shift"):
+            _positive(n, getattr(self, n), allow_zero=True)
+        for n in ("time_warp", "speed"):
+            r = getattr(self, n)
+            if r is not None and not 0 < r[0] <= r[1]:
+                raise ValueError(f"{n} must be [low, high] with 0 < low <= high, got {list(r)}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 80
+    lr: float = 2e-4
+    batch_size: int = 16
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    plateau_factor: float = 0.1
+    plateau_patience: int = 5
+    min_lr: float = 1e-7
+    max_frames: int = 64
+    val_signers: int = 1          # inner validation signers drawn from the training signers
+    early_stopping: int = 0       # patience in epochs on inner-validation loss; 0 = off
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        for n in ("epochs", "batch_size", "max_frames"):
+            _positive(n, getattr(self, n))
+        _positive("lr", self.lr)
+        for n in ("val_signers", "early_stopping", "plateau_patience"):
+            _positive(n, getattr(self, n), allow_zero=True)
+        _rate("label_smoothing", self.label_smoothing)
+
+
+@dataclass(frozen=True)
+class QATConfig:
+    """Quantisation-aware fine-tuning; defaults are what the reference found stable."""
+
+    epochs: int = 20
+    lr: float = 5e-5
+    batch_size: int = 4
+    clipnorm: float = 1.0
+    patience: int = 10
+
+    def __post_init__(self):
+        for n in ("epochs", "batch_size"):
+            _positive(n, getattr(self, n))
+        _positive("lr", self.lr)
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """A keypoint variant: which stored keypoints the model sees, and the model that sees them.
+
+    ``keypoints`` maps a group to ``all`` or to a list of landmark names / MediaPipe indices
+    of that group; order in the model input is group order, then the listed order.
+    """
+
+    name: str
+    layout: str = "holistic-65"
+    keypoints: dict = field(default_factory=lambda: {g: "all" for g in GROUPS[:3]})
+    num_labels: int = 10
+    model: dict = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self):
+        if self.num_labels <= 1:
+            raise ValueError(f"num_labels must be > 1, got {self.num_labels}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout: unknown layout {self.layout!r} (known: {', '.join(LAYOUTS)})")
+        self.keys(get_layout(self.layout))
+
+    def keys(self, layout: Layout) -> list[str]:
+        """The selected keypoint keys (``group.name``), validated against ``layout``."""
+        if not isinstance(self.keypoints, dict) or not self.keypoints:
+            raise ValueError("keypoints must map groups to 'all' or a list of landmarks")
+        by_group: dict[str, list] = {}
+        for k in layout.keypoints:
+            by_group.setdefault(k.group, []).append(k)
+        out: list[str] = []
+        for group, sel in self.keypoints.items():
+            if group not in GROUPS:
+                raise ValueError(f"keypoints: unknown group {group!r} (known: {', '.join(GROUPS)})")
+            avail = by_group.get(group)
+            if not avail:
+                raise ValueError(f"keypoints.{group}: layout {layout.name!r} has no {group} points")
+            if sel == "all":
+                out += [k.key for k in avail]
+                continue
+            if not isinstance(sel, list) or not sel:
+                raise ValueError(f"keypoints.{group}: expected 'all' or a non-empty list")
+            for item in sel:
+                if isinstance(item, bool) or not isinstance(item, (int, str)):
+                    raise ValueError(f"keypoints.{group}: bad entry {item!r}")
+                match = [k for k in avail if (k.source_index == item if isinstance(item, int)
+                                              else k.name == str(item).lower())]
+                if not match:
+                    raise ValueError(f"keypoints.{group}: {item!r} is not in layout {layout.name!r}"
+                                     f" ({group} has {len(avail)} points)")
+                out.append(match[0].key)
+        dup = sorted({k for k in out if out.count(k) > 1})
+        if dup:
+            raise ValueError(f"keypoints: duplicate keypoint {dup[0]!r}")
+        return out
+
+    def model_config(self, where: str | None = None) -> ModelConfig:
+        n = len(self.keys(get_layout(self.layout)))
+        return from_dict(ModelConfig, {**self.model, "num_keypoints": n,
+                                       "num_labels": self.num_labels},
+                         f"{where or self.name}: model")
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_variant(path: str | Path) -> VariantConfig:
+    data = load_yaml(path)
+    data.setdefault("name", Path(path).stem)
+    variant = from_dict(VariantConfig, data, str(path))
+    variant.model_config(str(path))  # validate model overrides now, naming the file
+    return variant
+
+
+def variant_from_dict(d: dict) -> VariantConfig:
+    return from_dict(VariantConfig, d, f"variant {d.get('name', '?')}")

@@ -1,0 +1,114 @@
+"""The result row: the one contract between trials and reports.
+
+A trial writes one row per (holdout, seed, variant, quant, model_kind) cell to its own Parquet
+file, atomically. Reports read only these files, never logs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from signbart import __version__
+
+SCHEMA = pa.schema([
+    ("sweep", pa.string()),
+    ("trial_id", pa.string()),
+    ("holdout", pa.string()),          # signer id, or "none" for full-dataset models
+    ("seed", pa.int64()),
+    ("variant", pa.string()),
+    ("quant", pa.string()),            # fp32 | ptq | qat | int8
+    ("model_kind", pa.string()),       # signbart | baseline
+    ("status", pa.string()),           # ok | failed
+    ("error", pa.string()),
+    ("n_train", pa.int64()),
+    ("n_val", pa.int64()),
+    ("n_test", pa.int64()),
+    ("val_signers", pa.list_(pa.string())),
+    ("top1", pa.float64()),
+    ("top5", pa.float64()),
+    ("macro_f1", pa.float64()),
+    ("per_class_acc", pa.list_(pa.float64())),
+    ("confusion", pa.list_(pa.list_(pa.int64()))),
+    ("labels", pa.list_(pa.string())),
+    ("glosses", pa.list_(pa.string())),
+    ("model_bytes", pa.int64()),
+    ("params", pa.int64()),
+    ("flops", pa.int64()),
+    ("latency_ms_p50", pa.float64()),
+    ("latency_ms_p90", pa.float64()),
+    ("train_seconds", pa.float64()),
+    ("epochs_run", pa.int64()),
+    ("best_epoch", pa.int64()),        # chosen on inner-validation signers, never the holdout
+    ("model_path", pa.string()),
+    ("fp32_model_path", pa.string()),
+    ("augment", pa.string()),          # JSON of the augmentation config used
+    ("config", pa.string()),           # JSON of the full experiment config
+    ("config_hash", pa.string()),
+    ("git_sha", pa.string()),
+    ("package_version", pa.string()),
+    ("created_at", pa.timestamp("us", tz="UTC")),
+])
+
+COLUMNS = SCHEMA.names
+CELL_KEYS = ("sweep", "holdout", "seed", "variant", "quant", "model_kind")
+
+
+@functools.cache
+def git_sha() -> str:
+    """The commit the code runs from, or "" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def make_row(**fields) -> dict:
+    """A full row: unspecified columns are null; provenance columns are filled in."""
+    unknown = set(fields) - set(COLUMNS)
+    if unknown:
+        raise KeyError(f"unknown result columns: {sorted(unknown)}")
+    row = dict.fromkeys(COLUMNS)
+    row.update(model_kind="signbart", status="ok", package_version=__version__,
+               created_at=_dt.datetime.now(_dt.timezone.utc))
+    row.update(fields)
+    if not row["git_sha"]:
+        row["git_sha"] = git_sha()
+    return row
+
+
+def write_rows(rows: list[dict], path: str) -> str:
+    """Write rows to ``path`` (local path or URI) atomically: temp file, then rename."""
+    table = pa.Table.from_pylist([make_row(**r) if set(r) != set(COLUMNS) else r for r in rows],
+                                 schema=SCHEMA)
+    fs, p = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(),
+                                                                   os.path.abspath(path))
+    parent = p.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, p)
+    return path
+
+
+def read_rows(paths: list[str]) -> "pa.Table":
+    """Concatenate result files, unifying to SCHEMA (columns missing in old files become null)."""
+    tables = []
+    for path in paths:
+        fs, p = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(),
+                                                                       os.path.abspath(path))
+        t = pq.read_table(p, filesystem=fs)
+        cols = [t.column(n).cast(SCHEMA.field(n).type) if n in t.column_names
+                else pa.nulls(len(t), SCHEMA.field(n).type) for n in COLUMNS]
+        tables.append(pa.Table.from_arrays(cols, schema=SCHEMA))
+    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()

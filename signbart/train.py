@@ -1,0 +1,159 @@
+"""FP32 training of SignBART on one LOSO fold.
+
+    signbart train --config configs/arabic-asl-65kpts.yaml --data data/synth-demo \
+        --holdout user01 --seed 42 --epochs 80 --out runs/demo
+
+Every choice made while training (the learning-rate schedule, early stopping, the checkpoint
+kept) looks only at the inner-validation signers; the held-out signer's samples are sealed
+in the dataset and cannot be read until training has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from signbart.augment import make_augment
+from signbart.config import TrainConfig, VariantConfig
+from signbart.data import Dataset, Fold
+from signbart.preprocess import Prepared, Selection, prepare
+from signbart.tfkeras import keras, seed_everything, tf
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: object
+    params: int
+    epochs_run: int
+    best_epoch: int
+    train_seconds: float
+    history: dict = field(default_factory=dict)
+    samples_per_second: float = 0.0
+
+
+def as_model_inputs(x, mask, y=None):
+    inputs = {"keypoints": x, "attention_mask": mask}
+    return inputs if y is None else (inputs, y)
+
+
+def make_dataset(prep: Prepared, batch_size: int, seed: int, augment=None,
+                 shuffle: bool = True) -> "tf.data.Dataset":
+    """Batched ``({keypoints, attention_mask}, label)``; order and augmentation follow ``seed``.
+
+    Preprocessing is done once up front (``prepare``); only augmentation runs per epoch, as
+    graph ops in parallel map calls.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((prep.x, prep.mask, prep.y))
+    if shuffle:
+        ds = ds.shuffle(len(prep), seed=seed, reshuffle_each_iteration=True)
+    if augment is not None:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(
+            lambda item, r: (*augment(item[0], item[1], tf.stack([r, tf.constant(0, tf.int64)])),
+                             item[2]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).map(as_model_inputs).prefetch(tf.data.AUTOTUNE)
+
+
+def sparse_ce(label_smoothing: float, num_labels: int):
+    """Sparse cross-entropy from logits, with optional label smoothing (Keras 2's sparse loss
+    has none)."""
+    if label_smoothing == 0:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    dense = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=label_smoothing)
+
+    def loss(y_true, logits):
+        return dense(tf.one_hot(tf.cast(tf.reshape(y_true, [-1]), tf.int32), num_labels), logits)
+
+    return loss
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Remember the weights of the epoch with the lowest inner-validation loss."""
+
+    def __init__(self, monitor: str):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.weights = monitor, np.inf, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best:
+            self.best, self.best_epoch = value, epoch + 1
+            self.weights = self.model.get_weights()
+
+
+class ReportEpochs(keras.callbacks.Callback):
+    """Forward per-epoch metrics (e.g. to Ray Tune) for live progress."""
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.report({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+
+
+def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold, out_dir,
+          seed: int, report=None) -> TrainResult:
+    """Train on ``fold.train``, choose on ``fold.val``; never reads ``fold.test``."""
+    from signbart.model import build_model, count_params
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
+    model_cfg = variant.model_config()
+    if model_cfg.num_labels != len(dataset.labels):
+        from signbart.errors import ConfigError
+        raise ConfigError(f"variant {variant.name!r}: num_labels is {model_cfg.num_labels} but "
+                          f"{dataset.path}/labels.json has {len(dataset.labels)} classes")
+    dataset.seal([fold.holdout])
+    train_prep = prepare(dataset, fold.train, variant, cfg.max_frames)
+    val_prep = prepare(dataset, fold.val, variant, cfg.max_frames) if len(fold.val) else None
+    sel = Selection.of(variant, dataset.layout)
+    keys = variant.keys(dataset.layout)
+    left_hand = [i for i, k in enumerate(keys) if k.startswith("left_hand.")]
+    augment = make_augment(cfg.augment, sel.groups, sel.mirror, left_hand)
+    train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
+    val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if val_prep is not None else None
+
+    model = build_model(model_cfg)
+    params = count_params(model)
+    log.info("SignBART %s: %d parameters, %d train / %d val samples", variant.name, params,
+             len(train_prep), len(val_prep) if val_prep is not None else 0)
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=cfg.lr,
+                                                   weight_decay=cfg.weight_decay),
+                  loss=sparse_ce(cfg.label_smoothing, model_cfg.num_labels),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    monitor = "val_loss" if val_ds is not None else "loss"
+    keep = KeepBest(monitor)
+    callbacks = [
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=cfg.plateau_factor,
+                                          patience=cfg.plateau_patience, min_lr=cfg.min_lr),
+        keep,
+        keras.callbacks.CSVLogger(str(out_dir / "train_log.csv")),
+        keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False,
+                                    profile_batch=0),
+    ]
+    if cfg.early_stopping and val_ds is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor,
+                                                       patience=cfg.early_stopping))
+    if report is not None:
+        callbacks.append(ReportEpochs(report))
+    start = time.perf_counter()
+    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
+                        callbacks=callbacks)
+    seconds = time.perf_counter() - start
+    epochs_run = len(history.history.get("loss", []))
+    if keep.weights is not None:
+        model.set_weights(keep.weights)
+    dataset.unseal()
+    return TrainResult(model=model, params=params, epochs_run=epochs_run,
+                       best_epoch=keep.best_epoch or epochs_run, train_seconds=seconds,
+                       history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+                       samples_per_second=len(train_prep) * epochs_run / seconds)

@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from signbart.config import (AugmentConfig, ModelConfig, TrainConfig, VariantConfig, from_dict,
+                             load_variant)
+from signbart.errors import ConfigError
+from signbart.layouts import get_layout
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
+              "arabic-asl-44kpts-hands-wrists": 44, "arabic-asl-44kpts-hands-shoulders": 44,
+              "arabic-asl-46kpts-hands-shoulders-wrists": 46,
+              "arabic-asl-48kpts-hands-shoulders-elbows-wrists": 48, "arabic-asl-90kpts": 90,
+              "lsa64-63kpts": 63}
+
+
+def test_every_literature_variant_is_present():
+    assert {p.stem for p in CONFIGS} == set(EXPECTED_K)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_loads_with_published_hyperparameters(path):
+    variant = load_variant(path)
+    m = variant.model_config()
+    assert variant.name == path.stem
+    assert m.num_keypoints == EXPECTED_K[path.stem]
+    assert m.num_labels == (64 if path.stem.startswith("lsa64") else 10)
+    assert (m.d_model, m.encoder_layers, m.decoder_layers, m.encoder_attention_heads,
+            m.encoder_ffn_dim, m.max_position_embeddings) == (144, 2, 2, 8, 144, 256)
+    assert (m.dropout, m.activation_dropout, m.attention_dropout, m.classifier_dropout,
+            m.encoder_layerdrop, m.decoder_layerdrop) == (0.3, 0.3, 0.0, 0.7, 0.4, 0.4)
+
+
+def test_wrists_variant_selects_pose_15_and_16():
+    v = load_variant(CONFIGS[[p.stem for p in CONFIGS].index("arabic-asl-44kpts-hands-wrists")])
+    keys = v.keys(get_layout("holistic-65"))
+    assert keys[:2] == ["pose.left_wrist", "pose.right_wrist"]
+    assert [k.source_index for k in get_layout("holistic-65").keypoints
+            if k.key in keys[:2]] == [15, 16]
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "v.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nbogus: 1\n", "unknown key 'bogus'"),
+    ("name: x\nkeypoints: {pose: [11, 99]}\n", "99 is not in layout"),
+    ("name: x\nkeypoints: {pose: [11, left_shoulder]}\n", "duplicate keypoint 'pose.left_shoulder'"),
+    ("name: x\nnum_labels: 1\n", "num_labels must be > 1"),
+    ("name: x\nkeypoints: {face: all}\n", "has no face points"),
+    ("name: x\nkeypoints: {tail: all}\n", "unknown group 'tail'"),
+    ("name: x\nmodel: {d_model: 10, encoder_attention_heads: 3}\n", "divisible"),
+    ("name: x\nmodel: {dropuot: 0.1}\n", "unknown key 'dropuot'"),
+    ("name: x\nlayout: holistic-33\n", "unknown layout"),
+    ("name: [x\n", "not valid YAML"),
+])
+def test_bad_variant_config_names_file_and_field(tmp_path, text, message):
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_variant(path)
+    assert message in str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_variant(tmp_path / "nope.yaml")
+
+
+def test_nested_train_config_types_are_checked():
+    with pytest.raises(ConfigError, match=r"f\.yaml\.epochs: expected an integer"):
+        from_dict(TrainConfig, {"epochs": "many"}, "f.yaml")
+    with pytest.raises(ConfigError, match=r"augment: time_warp must be"):
+        from_dict(TrainConfig, {"augment": {"time_warp": [1.5, 1.1]}}, "f.yaml")
+    cfg = from_dict(TrainConfig, {"augment": {"hand_drop": 0.5, "speed": [0.8, 1.2]}}, "f.yaml")
+    assert cfg.augment == AugmentConfig(hand_drop=0.5, speed=(0.8, 1.2))
+
+
+def test_variant_model_overrides_reach_model_config():
+    v = VariantConfig(name="tiny", model={"d_model": 16, "encoder_attention_heads": 2,
+                                          "decoder_attention_heads": 2})
+    assert v.model_config() == ModelConfig(num_keypoints=65, d_model=16,
+                                           encoder_attention_heads=2, decoder_attention_heads=2)
