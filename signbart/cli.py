@@ -95,8 +95,9 @@ def cmd_evaluate(a) -> int:
     from signbart.evaluate import evaluate_tflite_file
 
     out = a.out or str(Path(a.model).with_suffix(".eval.json"))
-    result = evaluate_tflite_file(a.model, load_variant(a.config), open_dataset(a.data),
-                                  holdout=a.holdout, out_json=out)
+    variant = load_variant(a.config) if a.config else None
+    result = evaluate_tflite_file(a.model, variant, open_dataset(a.data), holdout=a.holdout,
+                                  out_json=out)
     print(json.dumps({k: result[k] for k in ("top1", "top5", "macro_f1", "model_bytes",
                                              "params", "flops", "latency_ms_p50",
                                              "latency_ms_p90") if k in result}, indent=1))
@@ -192,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="evaluate a .tflite model with the TFLite interpreter")
-    s.add_argument("--model", required=True)
-    s.add_argument("--config", required=True)
+    s.add_argument("--model", required=True, help=".tflite file written by train or sweep")
+    s.add_argument("--config", help="variant config (default: from the model's .json sidecar)")
     s.add_argument("--data", required=True)
     s.add_argument("--holdout", help="signer to evaluate (default: the whole dataset)")
     s.add_argument("--out", help="JSON output (default: beside the model)")

@@ -210,7 +210,7 @@ class DatasetWriter:
 
 # ---------------------------------------------------------------- reading
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fold:
     """One LOSO fold: index arrays into the dataset's manifest. Views, never copies."""
 

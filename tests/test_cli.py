@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+
+from signbart.cli import main
+
+SUBCOMMANDS = ["synth", "import-pkl", "extract", "train", "evaluate", "predict", "sweep", "report"]
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(c in out for c in SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0 and "usage: signbart " + command in capsys.readouterr().out
+
+
+def test_bad_usage_exits_2():
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--data", "x"])
+    assert e.value.code == 2
+
+
+def test_user_mistakes_are_one_line_on_stderr_with_exit_2(tmp_path):
+    cases = [
+        (["train", "--config", str(tmp_path / "missing.yaml"), "--data", str(tmp_path),
+          "--holdout", "u", "--out", str(tmp_path / "r")], "missing.yaml: cannot read"),
+        (["import-pkl", str(tmp_path), str(tmp_path / "o")], "refusing to unpickle"),
+        (["train", "--config", "configs/arabic-asl-65kpts.yaml", "--data", str(tmp_path / "nope"),
+          "--holdout", "u", "--out", str(tmp_path / "r")], "nope: dataset directory not found"),
+    ]
+    for argv, message in cases:
+        p = subprocess.run([sys.executable, "-m", "signbart.cli", *argv], capture_output=True,
+                           text=True, cwd=__file__.rsplit("/tests/", 1)[0])
+        assert p.returncode == 2, p.stderr
+        assert message in p.stderr and "Traceback" not in p.stderr
+        assert p.stderr.strip().splitlines()[-1].startswith("signbart ")
+
+
+def test_synth_then_train_override_validation(tmp_path, capsys):
+    assert main(["synth", str(tmp_path / "d"), "--signers", "2", "--classes", "3", "--reps", "1"]) == 0
+    assert "wrote synthetic dataset" in capsys.readouterr().out
+    code = main(["train", "--config", "configs/arabic-asl-65kpts.yaml", "--data", str(tmp_path / "d"),
+                 "--holdout", "user01", "--out", str(tmp_path / "r"), "--set", "train.augment.bogus=1"])
+    assert code == 2 and "unknown key 'bogus'" in capsys.readouterr().err

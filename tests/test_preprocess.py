@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from signbart.config import VariantConfig
+from signbart.data import open_dataset
+from signbart.layouts import get_layout
+from signbart.preprocess import Selection, normalize_groups, prepare, prepare_arrays, uniform_indices
+
+
+def test_bounding_box_normalisation_by_hand():
+    xy = np.zeros((1, 3, 2))
+    xy[0, 0], xy[0, 1] = (0.2, 0.3), (0.6, 0.5)        # point 2 is missing (0, 0)
+    out = normalize_groups(xy, [np.array([0, 1, 2])])
+    # w = 0.4 > h = 0.2: margin 0.02 on x; y padded to a square: 0.02 + (0.4 - 0.2) / 2 = 0.12
+    # box = [0.18, 0.62] on both axes, side 0.44
+    np.testing.assert_allclose(out[0, 0], [0.02 / 0.44, 0.12 / 0.44])
+    np.testing.assert_allclose(out[0, 1], [0.42 / 0.44, 0.32 / 0.44])
+    np.testing.assert_array_equal(out[0, 2], [0.0, 0.0])
+
+
+def test_box_is_clamped_to_the_image_and_groups_are_independent():
+    xy = np.zeros((2, 4, 2))
+    xy[0, :2] = [(0.01, 0.5), (0.99, 0.52)]             # box wider than the image: clamped
+    xy[0, 2:] = [(0.4, 0.4), (0.5, 0.6)]
+    out = normalize_groups(xy, [np.array([0, 1]), np.array([2, 3])])
+    np.testing.assert_allclose(out[0, :2], xy[0, :2])   # clamped box = [0, 1]: unchanged
+    # second group: w = 0.1, h = 0.2 -> margin 0.01 on y, x padded: 0.01 + 0.05 = 0.06
+    np.testing.assert_allclose(out[0, 2], [(0.4 - 0.34) / 0.22, (0.4 - 0.39) / 0.22])
+    np.testing.assert_array_equal(out[1], 0.0)          # an all-missing frame stays zeros
+
+
+def test_uniform_subsampling_matches_linspace():
+    local, lengths = uniform_indices(np.array([100, 30, 64]), 64)
+    np.testing.assert_array_equal(lengths, [64, 30, 64])
+    np.testing.assert_array_equal(local[:64], np.linspace(0, 99, 64).astype(int))
+    np.testing.assert_array_equal(local[64:94], np.arange(30))
+    np.testing.assert_array_equal(local[94:], np.arange(64))
+
+
+def test_prepare_selects_clips_pads_and_masks():
+    lay = get_layout("holistic-65")
+    variant = VariantConfig(name="hands-wrists",
+                            keypoints={"pose": ["left_wrist", "right_wrist"],
+                                       "left_hand": "all", "right_hand": "all"})
+    sel = Selection.of(variant, lay)
+    assert list(sel.indices[:2]) == [15, 16] and [len(g) for g in sel.groups] == [2, 21, 21]
+    rng = np.random.default_rng(0)
+    long = rng.uniform(-0.2, 1.2, (80, 65, 3)).astype(np.float32)
+    short = rng.uniform(0.2, 0.8, (10, 65, 3)).astype(np.float32)
+    short[:, 23:44] = 0.0                                 # left hand never seen
+    p = prepare_arrays([long, short], [3, 1], sel, max_frames=64)
+    assert p.x.shape == (2, 64, 44, 2) and p.x.dtype == np.float32
+    np.testing.assert_array_equal(p.mask.sum(1), [64, 10])
+    np.testing.assert_array_equal(p.x[1, 10:], 0.0)
+    np.testing.assert_array_equal(p.x[1, :, 2:23], 0.0)   # missing hand stays exactly 0
+    assert p.x.min() >= 0.0 and p.x.max() <= 1.0
+    np.testing.assert_array_equal(p.y, [3, 1])
+
+
+def test_prepare_equals_a_per_frame_reference_loop(synth_dataset):
+    ds = open_dataset(synth_dataset)
+    variant = VariantConfig(name="v")
+    p = prepare(ds, np.arange(5), variant)
+    groups = get_layout("holistic-65").groups().values()
+    for i in range(5):
+        raw = np.clip(ds.keypoints(i)[:, :, :2], 0, 1)
+        for t in range(len(raw)):
+            for g in groups:
+                pts = raw[t, g]
+                present = (pts != 0).any(-1)
+                if not present.any():
+                    np.testing.assert_array_equal(p.x[i, t, g], 0.0)
+                    continue
+                lo, hi = pts[present].min(0), pts[present].max(0)
+                w, h = hi - lo
+                d = (0.05 * w, 0.05 * w + (w - h) / 2) if w > h else (0.05 * h + (h - w) / 2, 0.05 * h)
+                s = np.clip(lo - d, 0, 1)
+                e = np.clip(hi + d, 0, 1)
+                expected = np.where(present[:, None], (pts - s) / (e - s), 0)
+                np.testing.assert_allclose(p.x[i, t, g], expected, atol=1e-5)
+
+
+def test_prepare_of_empty_view_has_the_right_shape(synth_dataset):
+    p = prepare(open_dataset(synth_dataset), [], VariantConfig(name="v"))
+    assert p.x.shape == (0, 64, 65, 2) and len(p) == 0
+
+
+@pytest.mark.parametrize("name", ["arabic-asl-42kpts-hands", "arabic-asl-90kpts"])
+def test_variants_select_from_a_holistic_90_dataset(synth_dataset_90, name):
+    from pathlib import Path
+
+    from signbart.config import load_variant
+
+    variant = load_variant(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
+    p = prepare(open_dataset(synth_dataset_90), [0, 1], variant)
+    assert p.x.shape[2] == variant.model_config().num_keypoints

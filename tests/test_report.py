@@ -1,0 +1,295 @@
+"""Reports built from hand-written result rows whose means, stds and sums are known."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from signbart import report
+from signbart.errors import UserError
+from signbart.results import write_rows
+
+SETTING = "flip=true, prob=0.4"  # the name summarize gives ON next to OFF
+ON = {"prob": 0.4, "flip": True, "hand_drop": 0.0}
+OFF = {"prob": 0.0, "flip": False, "hand_drop": 0.0}
+OLD, NEW = (dt.datetime(2024, 1, d, tzinfo=dt.UTC) for d in (1, 2))
+# fp32 confusions of sweep s1, labels (c0, c1); (B, 1) is stored with the labels reversed.
+CONF = {("A", 0): [[4, 1], [0, 5]], ("A", 1): [[3, 2], [1, 4]], ("B", 0): [[2, 3], [2, 3]]}
+CONF_B1_REVERSED = [[1, 4], [0, 5]]  # labels (c1, c0): equals [[5, 0], [4, 1]] in (c0, c1)
+
+
+def row(sweep, holdout, seed, quant, top1, kind="signbart", augment=ON, **kw):
+    metric = {"top1": top1, "top5": None, "macro_f1": None} if top1 is None else {
+        "top1": top1, "top5": top1 + 0.1, "macro_f1": top1 - 0.1}
+    fields = {"sweep": sweep, "trial_id": f"{sweep}-{holdout}{seed}", "holdout": holdout,
+              "seed": seed, "variant": "v", "quant": quant, "model_kind": kind, **metric,
+              "augment": json.dumps(augment), "git_sha": "abc123",
+              "model_bytes": {"fp32": 4_000_000, "ptq": 1_000_000}.get(quant, 900_000),
+              "params": 1_000_000, "flops": 2_000_000_000, "latency_ms_p50": 3.0}
+    fields.update(kw)
+    return fields
+
+
+def s1_fp32(holdout, seed, top1):
+    if (holdout, seed) == ("B", 1):
+        labels, glosses, conf = ["c1", "c0"], ["bye", "hello"], CONF_B1_REVERSED
+    else:
+        labels, glosses, conf = ["c0", "c1"], ["hello", "bye"], CONF[holdout, seed]
+    acc = [r[i] / sum(r) for i, r in enumerate(conf)]
+    return row("s1", holdout, seed, "fp32", top1, labels=labels, glosses=glosses,
+               confusion=conf, per_class_acc=acc)
+
+
+CELLS = [("A", 0), ("A", 1), ("B", 0), ("B", 1)]
+FP32 = dict(zip(CELLS, [0.8, 0.6, 0.5, 0.3]))
+PTQ = {("A", 0): 0.7, ("A", 1): 0.6, ("B", 0): 0.4}            # (B, 1) failed
+BASELINE = dict(zip(CELLS, [0.5, 0.5, 0.4, 0.2]))
+NO_AUGMENT = dict(zip(CELLS, [0.7, 0.5, 0.4, 0.2]))             # sweep s2: fp32, augment off
+
+
+def write_storage(root: Path) -> Path:
+    """Two sweeps as a Ray storage dir: ``<root>/<sweep>/results/<trial>.parquet``."""
+    res = root / "s1" / "results"
+    for h, s in CELLS:
+        rows = [s1_fp32(h, s, FP32[h, s]), row("s1", h, s, "fp32", BASELINE[h, s], "baseline")]
+        rows.append(row("s1", h, s, "ptq", PTQ[h, s], created_at=NEW) if (h, s) in PTQ else
+                    row("s1", h, s, "ptq", None, status="failed",
+                        error="Traceback (most recent call last):\nRuntimeError: converter died"))
+        write_rows(rows, str(res / f"{h}{s}.parquet"))
+    write_rows([row("s1", "A", 0, "int8", 0.75)], str(res / "A0-int8.parquet"))
+    # a retried trial: an older, worse row of the same cell must be listed, not used
+    write_rows([row("s1", "A", 0, "ptq", 0.2, trial_id="s1-A0-old", created_at=OLD)],
+               str(res / "A0-old.parquet"))
+    write_rows([row("s2", h, s, "fp32", NO_AUGMENT[h, s], augment=OFF) for h, s in CELLS],
+               str(root / "s2" / "results" / "all.parquet"))
+    return root
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory) -> Path:
+    return write_storage(tmp_path_factory.mktemp("storage"))
+
+
+@pytest.fixture(scope="module")
+def summary(storage) -> report.Summary:
+    return report.summarize(report.load([str(storage)]))
+
+
+@pytest.fixture(scope="module")
+def built(storage, tmp_path_factory) -> report.ReportPaths:
+    return report.build_report([str(storage)], str(tmp_path_factory.mktemp("out")))
+
+
+def one(df: pd.DataFrame, **where) -> pd.Series:
+    for k, v in where.items():
+        df = df[df[k] == v]
+    assert len(df) == 1, f"{where}: {len(df)} rows"
+    return df.iloc[0]
+
+
+def std(values) -> float:
+    return float(np.std(values, ddof=1))
+
+
+def test_load_accepts_storage_results_folder_and_files(storage):
+    files = [str(storage / "s1" / "results" / f"{cell}.parquet") for cell in ("A0", "B1")]
+    assert len(report.load([str(storage)])) == 4 * 3 + 2 + 4
+    assert len(report.load([str(storage / "s1")])) == 4 * 3 + 2
+    assert len(report.load([str(storage / "s1" / "results")])) == 4 * 3 + 2
+    assert len(report.load(files)) == 6
+
+
+def test_bad_inputs_name_the_path(tmp_path):
+    with pytest.raises(UserError, match="nope"):
+        report.load([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty: no result files"):
+        report.load([str(tmp_path / "empty")])
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(UserError, match="junk.parquet: not a readable"):
+        report.load([str(tmp_path / "junk.parquet")])
+    write_rows([], str(tmp_path / "none" / "results" / "t.parquet"))
+    with pytest.raises(UserError, match="hold no rows"):
+        report.load([str(tmp_path / "none")])
+    with pytest.raises(UserError, match="unknown format 'pdf'"):
+        report.build_report([str(tmp_path)], str(tmp_path / "out"), formats=("pdf",))
+
+
+def test_augment_settings_are_named(summary):
+    assert set(summary.rows.augment_setting) == {SETTING, "none"}
+
+
+def test_mean_std_over_cells_and_over_holdout_means(summary):
+    s = one(summary.summary, quant="fp32", model_kind="signbart", augment_setting=SETTING)
+    assert (s.n_cells, s.n_ok, s.n_failed, s.n_holdouts) == (4, 4, 0, 2)
+    assert s.top1_mean == pytest.approx(0.55)
+    assert s.top1_std == pytest.approx(std([0.8, 0.6, 0.5, 0.3]))
+    assert s.top1_holdout_mean == pytest.approx(0.55)
+    assert s.top1_holdout_std == pytest.approx(std([0.7, 0.4]))  # signer, not seed, variance
+    assert s.top5_mean == pytest.approx(0.65) and s.macro_f1_mean == pytest.approx(0.45)
+    assert s.model_bytes == 4_000_000 and s.latency_ms_p50 == pytest.approx(3.0)
+
+
+def test_failed_cells_are_counted_not_averaged(summary):
+    s = one(summary.summary, quant="ptq")
+    assert (s.n_cells, s.n_ok, s.n_failed) == (4, 3, 1)
+    assert s.top1_mean == pytest.approx(np.mean([0.7, 0.6, 0.4]))  # newest A0 row, no zero
+    assert s.top1_holdout_mean == pytest.approx(np.mean([0.65, 0.4]))
+    f = one(summary.failures, quant="ptq")
+    assert (f.holdout, f.seed) == ("B", 1) and "converter died" in f.error
+
+
+def test_paired_delta_vs_fp32(summary):
+    s = one(summary.summary, quant="ptq")
+    assert s.n_pairs == 3
+    assert s.top1_delta_vs_fp32_mean == pytest.approx(np.mean([-0.1, 0.0, -0.1]))
+    assert s.top1_delta_vs_fp32_std == pytest.approx(std([-0.1, 0.0, -0.1]))
+    assert pd.isna(one(summary.summary, quant="fp32", augment_setting="none").n_pairs)
+
+
+def test_per_holdout_over_seeds(summary):
+    ph = summary.per_holdout
+    b = one(ph, quant="fp32", model_kind="signbart", augment_setting=SETTING,
+            holdout="B")
+    assert (b.n_cells, b.top1_mean) == (2, pytest.approx(0.4))
+    assert b.top1_std == pytest.approx(std([0.5, 0.3]))
+    assert one(ph, quant="ptq", holdout="B").n_failed == 1
+
+
+def test_duplicate_cell_is_reported_and_newest_kept(summary):
+    d = summary.duplicates
+    assert len(d) == 2 and set(d.trial_id) == {"s1-A0", "s1-A0-old"}
+    assert one(d, kept=True).top1 == pytest.approx(0.7)
+    assert len(summary.rows) == 4 * 3 + 1 + 4  # one row per cell
+
+
+def test_missing_cells_are_listed(summary):
+    m = summary.missing
+    assert set(zip(m.sweep, m.holdout, m.seed, m.quant)) == {
+        ("s1", "A", 1, "int8"), ("s1", "B", 0, "int8"), ("s1", "B", 1, "int8")}
+    assert one(summary.provenance, sweep="s1").missing == 3
+
+
+def test_confusion_summed_on_union_of_labels(summary):
+    c = one(summary.confusion, quant="fp32", model_kind="signbart", holdout=report.ALL,
+            augment_setting=SETTING)
+    assert c.labels == ["c0", "c1"] and c.names == ["hello", "bye"]
+    np.testing.assert_array_equal(c.counts, [[14, 6], [7, 13]])
+    np.testing.assert_allclose(c.share, [[0.7, 0.3], [0.35, 0.65]])
+    b = one(summary.confusion, quant="fp32", model_kind="signbart", holdout="B")
+    np.testing.assert_array_equal(b.counts, [[7, 3], [6, 4]])
+
+
+def test_per_class_accuracy(summary):
+    pc = summary.per_class[summary.per_class.quant == "fp32"]
+    c0 = one(pc, class_id="c0")
+    assert (c0.gloss, c0.n) == ("hello", 4)
+    assert c0.acc_mean == pytest.approx(np.mean([0.8, 0.6, 0.4, 1.0]))
+    assert one(pc, class_id="c1").acc_std == pytest.approx(std([1.0, 0.8, 0.6, 0.2]))
+
+
+def test_baseline_paired_per_holdout_and_overall(summary):
+    b = summary.baseline[summary.baseline.augment_setting != "none"]
+    a = one(b, holdout="A")
+    assert (a.n_pairs, a.delta_mean) == (2, pytest.approx(0.2))
+    assert a.delta_std == pytest.approx(std([0.3, 0.1]))
+    assert one(b, holdout="B").delta_std == pytest.approx(0.0)
+    overall = one(b, holdout=report.ALL)
+    assert overall.delta_mean == pytest.approx(0.15) and overall.delta_std == pytest.approx(0.1)
+    assert overall.baseline_top1 == pytest.approx(0.4)
+
+
+def test_ablation_vs_no_augmentation(summary):
+    ab = summary.ablation
+    assert set(ab.quant) == {"fp32"} and set(ab.augment_setting) == {"none", SETTING}
+    on = one(ab, augment_setting=SETTING, holdout=report.ALL)
+    assert (on.n_pairs, on.delta_vs_none_mean) == (4, pytest.approx(0.1))
+    assert on.delta_vs_none_std == pytest.approx(0.0)
+    assert one(ab, augment_setting="none", holdout="A").top1_mean == pytest.approx(0.6)
+
+
+def test_report_files(built):
+    out = Path(built.out_dir)
+    assert set(built.csv) == {"summary", "per_holdout", "per_class", "failures", "missing",
+                              "duplicates", "provenance", "baseline", "ablation"}
+    assert len(pd.read_csv(built.csv["summary"])) == 5
+    md = Path(built.markdown).read_text()
+    for title in ("## Accuracy", "## SignBART vs baseline", "## Augmentation ablation",
+                  "## Failures", "## Missing cells", "## Duplicate cells", "converter died"):
+        assert title in md
+    for ref in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert (out / ref).is_file(), ref
+    pngs = sorted(out.rglob("*.png"))
+    assert len(pngs) == len(built.images) == 2 + 3  # charts; fp32 confusion: A, B, all
+    assert len(list((out / "confusion").glob("*.png"))) == 2
+    for p in pngs:
+        with Image.open(p) as im:
+            im.verify()
+        with Image.open(p) as im:
+            assert im.format == "PNG" and im.width > 200 and im.height > 200, p
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_all_failed_input_still_reports(tmp_path):
+    write_rows([row("s", "A", 0, "fp32", None, status="failed", error="OOM")],
+               str(tmp_path / "s" / "results" / "t.parquet"))
+    paths = report.build_report([str(tmp_path / "s")], str(tmp_path / "out"))
+    s = pd.read_csv(paths.csv["summary"])
+    assert (s.n_failed[0], pd.isna(s.top1_mean[0])) == (1, True)
+    assert "OOM" in Path(paths.html).read_text()
+
+
+# ---------------------------------------------------------------- the page in a real browser
+
+def _chromium() -> str:
+    """Debian's chromium, installed on first use where we are root and apt-get exists."""
+    found = shutil.which("chromium")
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+            subprocess.run(cmd, env=env, capture_output=True, timeout=900, check=False)
+        found = shutil.which("chromium")
+    if not found:
+        pytest.skip("chromium is not installed and cannot be installed here "
+                    "(needs root and apt-get): apt-get install -y chromium")
+    return found
+
+
+def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", *args],
+        capture_output=True, text=True, timeout=120, check=True)
+
+
+@pytest.mark.slow
+def test_html_renders_in_headless_chromium(built, tmp_path):
+    chromium = _chromium()
+    url = Path(built.html).resolve().as_uri()
+    dom = _headless(chromium, tmp_path / "profile", "--dump-dom", url).stdout
+    assert dom.count("<table") >= 9
+    for title in ("Accuracy", "SignBART vs baseline", "Augmentation ablation", "Failures"):
+        assert f"<h2>{title}</h2>" in dom
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', dom)
+    assert len(images) == len(built.images)
+    for data in images:
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            assert im.format == "PNG" and im.width > 200
+    shot = tmp_path / "page.png"
+    _headless(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400",
+              url)
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2400)
