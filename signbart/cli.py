@@ -108,7 +108,7 @@ def cmd_evaluate(a) -> int:
 def cmd_predict(a) -> int:
     from signbart.predict import predict_videos
 
-    results = predict_videos(a.videos, a.model, top_k=a.top)
+    results = predict_videos(a.videos, a.model, top_k=a.top, mirror=a.mirror)
     if a.json:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
@@ -204,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("videos", nargs="+")
     s.add_argument("--model", required=True, help=".tflite file (its .json sidecar beside it)")
     s.add_argument("--top", type=int, default=5)
+    s.add_argument("--mirror", action="store_true", help="mirror the video (left-handed signer)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_predict)
 

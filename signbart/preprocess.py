@@ -64,43 +64,46 @@ def uniform_indices(n_frames: np.ndarray, max_frames: int) -> tuple[np.ndarray, 
 
 def normalize_groups(xy: np.ndarray, groups) -> np.ndarray:
     """Per frame and per group bounding-box normalisation of ``xy`` [F, K, 2]; returns a copy."""
-    out = xy.copy()
+    out = np.zeros_like(xy)
+    inf = np.array(np.inf, xy.dtype)
     for g in groups:
         pts = xy[:, g]                                        # [F, n, 2]
-        present = (pts != 0).any(-1)                          # [F, n]
-        lo = np.where(present[..., None], pts, np.inf).min(1)   # [F, 2]
-        hi = np.where(present[..., None], pts, -np.inf).max(1)  # [F, 2]
-        any_pt = present.any(1)                               # [F]
-        lo = np.where(any_pt[:, None], lo, 0.0)
-        hi = np.where(any_pt[:, None], hi, 0.0)
-        size = hi - lo                                        # [F, 2] (w, h)
+        present = (pts != 0).any(-1, keepdims=True)           # [F, n, 1]
+        lo = np.where(present, pts, inf).min(1)               # [F, 2]
+        hi = np.where(present, pts, -inf).max(1)              # [F, 2]
+        size = np.maximum(hi - lo, 0)                         # [F, 2] (w, h); 0 if none found
         side = size.max(1, keepdims=True)                     # [F, 1]
         delta = MARGIN * side + (side - size) / 2             # margin + pad shorter side
-        start = np.clip(lo - delta, 0.0, 1.0)
-        end = np.clip(hi + delta, 0.0, 1.0)
-        span = end - start
-        safe = np.where(span > 0, span, 1.0)
-        norm = np.where(span[:, None, :] > 0, (pts - start[:, None]) / safe[:, None], pts)
-        out[:, g] = np.where(present[..., None], norm, 0.0)
+        start = np.clip(lo - delta, 0.0, 1.0)[:, None]        # [F, 1, 2]
+        span = np.clip(hi + delta, 0.0, 1.0)[:, None] - start
+        norm = np.where(span > 0, (pts - start) / np.where(span > 0, span, 1), pts)
+        out[:, g] = np.where(present, norm, 0)
     return out
 
 
 def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
-                   max_frames: int = 64) -> Prepared:
-    """Preprocess raw [T, K_stored, 3] arrays into padded model inputs."""
-    n_frames = np.array([len(s) for s in samples])
-    local, lengths = uniform_indices(n_frames, max_frames)
-    starts = np.concatenate([[0], np.cumsum(n_frames)[:-1]])
-    flat = np.concatenate(samples)                                    # [sum T, K_stored, 3]
-    frames = flat[np.repeat(starts, lengths) + local][:, selection.indices, :2]
-    xy = normalize_groups(np.clip(frames, 0.0, 1.0), selection.groups).astype(np.float32)
+                   max_frames: int = 64, chunk: int = 32) -> Prepared:
+    """Preprocess raw [T, K_stored, 3] arrays into padded model inputs.
+
+    Works on ``chunk`` samples at a time: every step is vectorised over the chunk's frames,
+    and chunk-sized temporaries stay in cache instead of faulting in fresh memory.
+    """
     n, k = len(samples), len(selection.indices)
     x = np.zeros((n, max_frames, k, 2), np.float32)
     mask = np.zeros((n, max_frames), np.float32)
-    row = np.repeat(np.arange(n), lengths)
-    col = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    x[row, col] = xy
-    mask[row, col] = 1.0
+    for c in range(0, n, chunk):
+        part = samples[c:c + chunk]
+        n_frames = np.array([len(s) for s in part])
+        local, lengths = uniform_indices(n_frames, max_frames)
+        starts = np.concatenate([[0], np.cumsum(n_frames)[:-1]])
+        rows = np.repeat(starts, lengths) + local                        # kept frames
+        flat = np.concatenate(part)                                      # [sum T, K_stored, 3]
+        frames = flat[rows[:, None], selection.indices[None, :], :2]     # [F, K, 2]
+        np.clip(frames, 0.0, 1.0, out=frames)
+        valid = np.arange(max_frames)[None, :] < lengths[:, None]        # [chunk, T]
+        x[c:c + chunk][valid] = normalize_groups(frames.astype(np.float32, copy=False),
+                                                 selection.groups)
+        mask[c:c + chunk] = valid
     return Prepared(x=x, mask=mask, y=np.asarray(labels, dtype=np.int32))
 
 

@@ -1,0 +1,28 @@
+"""Shared by the benchmark scripts: argument parsing and the JSON figures file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+
+def parser(description: str, default_out: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--out", default=f"benchmarks/results/{default_out}.json")
+    return p
+
+
+def write(out: str, figures: dict) -> None:
+    """Print the figures and write them, with the machine they were measured on."""
+    figures = {**figures, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                      "processor": platform.processor() or platform.machine()}}
+    text = json.dumps(figures, indent=1)
+    print(text)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,53 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, shared_path
+from signbart.config import to_dict
+from signbart.errors import UserError
+from signbart.predict import predict_videos, read_sidecar
+from signbart.trial import run_trial
+from test_train import VARIANT
+
+VIDEO = shared_path("mlr511", "user03", "G01", "R01.mp4")
+
+
+@pytest.fixture(scope="module")
+def exported(synth_dataset_90, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    variant = {**to_dict(VARIANT), "layout": "holistic-90"}
+    run_trial({"data": str(synth_dataset_90), "variant": variant, "holdout": "user01",
+               "quant": ["ptq"], "out_dir": str(out), "baseline": False,
+               "train": {"epochs": 1, "val_signers": 0}})
+    return out / "model_ptq_int8.tflite"
+
+
+def test_sidecar_is_required_and_checked(exported, tmp_path):
+    meta = read_sidecar(exported)
+    assert meta["labels"] == [f"C{i:02d}" for i in range(1, 11)] and meta["quant"] == "ptq"
+    lonely = tmp_path / "m.tflite"
+    lonely.write_bytes(exported.read_bytes())
+    with pytest.raises(UserError, match="m.json: missing"):
+        predict_videos([VIDEO or "x.mp4"], lonely)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(VIDEO is None, reason="../shared/data/mlr511 is absent")
+def test_predict_a_real_video_and_reject_a_non_video(exported, tmp_path):
+    [result] = predict_videos([VIDEO], exported, top_k=3)
+    meta = read_sidecar(exported)
+    assert result["frames"] > 10 and len(result["top"]) == 3
+    assert all(p["label"] in meta["labels"] and p["gloss"] in meta["glosses"] for p in result["top"])
+    probs = [p["probability"] for p in result["top"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
+
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("not a video")
+    p = subprocess.run([sys.executable, "-m", "signbart.cli", "predict", str(fake), "--model",
+                        str(exported)], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 2 and "notes.mp4" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "signbart.cli", "predict", str(VIDEO), "--model",
+                        str(exported), "--json"], capture_output=True, text=True, cwd=REPO)
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["top"][0]["label"] in meta["labels"]
