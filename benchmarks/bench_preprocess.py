@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser, write  # noqa: E402
+from common import parser, write
 
-from signbart.config import VariantConfig  # noqa: E402
-from signbart.layouts import get_layout  # noqa: E402
-from signbart.preprocess import Selection, prepare_arrays  # noqa: E402
+from signbart.config import VariantConfig
+from signbart.layouts import get_layout
+from signbart.preprocess import Selection, prepare_arrays
 
 
 def reference_loop(samples, selection, max_frames=64):

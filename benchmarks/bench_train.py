@@ -19,19 +19,19 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_preprocess import reference_loop  # noqa: E402
-from common import parser, write  # noqa: E402
+from bench_preprocess import reference_loop
+from common import parser, write
 
-from signbart.augment import make_augment  # noqa: E402
-from signbart.config import AugmentConfig, load_variant  # noqa: E402
-from signbart.data import open_dataset  # noqa: E402
-from signbart.evaluate import tflite_latency  # noqa: E402
-from signbart.model import build_model  # noqa: E402
-from signbart.preprocess import Selection, prepare  # noqa: E402
-from signbart.quantize import to_tflite  # noqa: E402
-from signbart.synth import synthesize  # noqa: E402
-from signbart.tfkeras import keras, seed_everything, tf  # noqa: E402
-from signbart.train import make_dataset, sparse_ce  # noqa: E402
+from signbart.augment import make_augment
+from signbart.config import AugmentConfig, load_variant
+from signbart.data import open_dataset
+from signbart.evaluate import tflite_latency
+from signbart.model import build_model
+from signbart.preprocess import Selection, prepare
+from signbart.quantize import to_tflite
+from signbart.synth import synthesize
+from signbart.tfkeras import keras, seed_everything, tf
+from signbart.train import make_dataset, sparse_ce
 
 ROOT = Path(__file__).resolve().parents[1]
 

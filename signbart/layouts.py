@@ -82,10 +82,10 @@ class Layout:
                 "keypoints": [[k.group, k.name, k.source_index] for k in self.keypoints]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Layout":
+    def from_dict(cls, d: dict) -> Layout:
         return cls(d["name"], tuple(Keypoint(g, n, int(i)) for g, n, i in d["keypoints"]))
 
-    def subset(self, name: str, keys: list[str]) -> "Layout":
+    def subset(self, name: str, keys: list[str]) -> Layout:
         return Layout(name, tuple(self.keypoints[self.index(k)] for k in keys))
 
 

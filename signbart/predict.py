@@ -62,7 +62,7 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
             prep = prepare_arrays([keypoints], [0], selection, meta.get("max_frames", 64))
             probs = _softmax(predict(prep.x, prep.mask)[0].astype(np.float64))
             order = np.argsort(-probs)[:top_k]
-            results.append({"video": str(video), "frames": int(len(keypoints)), "top": [
+            results.append({"video": str(video), "frames": len(keypoints), "top": [
                 {"label": meta["labels"][i], "gloss": glosses[i], "probability": float(probs[i])}
                 for i in order]})
     finally:

@@ -39,7 +39,7 @@ class Selection:
     mirror: np.ndarray                   # int [K]: slot each selected keypoint moves to
 
     @classmethod
-    def of(cls, variant: VariantConfig, stored: Layout) -> "Selection":
+    def of(cls, variant: VariantConfig, stored: Layout) -> Selection:
         keys = variant.keys(stored)
         sub = stored.subset(variant.name, keys)
         return cls(indices=np.array([stored.index(k) for k in keys]),

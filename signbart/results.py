@@ -80,7 +80,7 @@ def make_row(**fields) -> dict:
         raise KeyError(f"unknown result columns: {sorted(unknown)}")
     row = dict.fromkeys(COLUMNS)
     row.update(model_kind="signbart", status="ok", package_version=__version__,
-               created_at=_dt.datetime.now(_dt.timezone.utc))
+               created_at=_dt.datetime.now(_dt.UTC))
     row.update(fields)
     if not row["git_sha"]:
         row["git_sha"] = git_sha()
@@ -101,7 +101,7 @@ def write_rows(rows: list[dict], path: str) -> str:
     return path
 
 
-def read_rows(paths: list[str]) -> "pa.Table":
+def read_rows(paths: list[str]) -> pa.Table:
     """Concatenate result files, unifying to SCHEMA (columns missing in old files become null)."""
     tables = []
     for path in paths:

@@ -10,10 +10,10 @@ import os
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
-import tf_keras as keras  # noqa: E402
+import tensorflow as tf
+import tf_keras as keras
 
-__all__ = ["tf", "keras", "set_threads", "seed_everything"]
+__all__ = ["keras", "seed_everything", "set_threads", "tf"]
 
 
 def set_threads(n: int) -> None:

@@ -43,7 +43,7 @@ def as_model_inputs(x, mask, y=None):
 
 
 def make_dataset(prep: Prepared, batch_size: int, seed: int, augment=None,
-                 shuffle: bool = True) -> "tf.data.Dataset":
+                 shuffle: bool = True) -> tf.data.Dataset:
     """Batched ``({keypoints, attention_mask}, label)``; order and augmentation follow ``seed``.
 
     Preprocessing is done once up front (``prepare``); only augmentation runs per epoch, as

@@ -13,8 +13,15 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from signbart.config import (QATConfig, TrainConfig, VariantConfig, config_hash, from_dict,
-                             load_variant, to_dict)
+from signbart.config import (
+    QATConfig,
+    TrainConfig,
+    VariantConfig,
+    config_hash,
+    from_dict,
+    load_variant,
+    to_dict,
+)
 from signbart.results import make_row
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,7 @@ class ExperimentConfig:
                              f"{', '.join(QUANT_MODES)}")
 
     @classmethod
-    def parse(cls, config: dict) -> "ExperimentConfig":
+    def parse(cls, config: dict) -> ExperimentConfig:
         config = dict(config)
         variant = config.get("variant")
         if isinstance(variant, (str, Path)):

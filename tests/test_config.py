@@ -2,8 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from signbart.config import (AugmentConfig, ModelConfig, TrainConfig, VariantConfig, from_dict,
-                             load_variant)
+from signbart.config import (
+    AugmentConfig,
+    ModelConfig,
+    TrainConfig,
+    VariantConfig,
+    from_dict,
+    load_variant,
+)
 from signbart.errors import ConfigError
 from signbart.layouts import get_layout
 

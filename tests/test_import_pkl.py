@@ -3,8 +3,8 @@ import pickle
 
 import numpy as np
 import pytest
-
 from conftest import shared_path
+
 from signbart.data import open_dataset
 from signbart.errors import DatasetError, UserError
 from signbart.import_pkl import import_pkl

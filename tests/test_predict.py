@@ -3,13 +3,13 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO, shared_path
+from test_train import VARIANT
+
 from signbart.config import to_dict
 from signbart.errors import UserError
 from signbart.predict import predict_videos, read_sidecar
 from signbart.trial import run_trial
-from test_train import VARIANT
 
 VIDEO = shared_path("mlr511", "user03", "G01", "R01.mp4")
 

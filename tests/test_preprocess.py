@@ -4,7 +4,13 @@ import pytest
 from signbart.config import VariantConfig
 from signbart.data import open_dataset
 from signbart.layouts import get_layout
-from signbart.preprocess import Selection, normalize_groups, prepare, prepare_arrays, uniform_indices
+from signbart.preprocess import (
+    Selection,
+    normalize_groups,
+    prepare,
+    prepare_arrays,
+    uniform_indices,
+)
 
 
 def test_bounding_box_normalisation_by_hand():

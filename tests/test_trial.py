@@ -2,12 +2,11 @@ import json
 from pathlib import Path
 
 import pytest
-
-from signbart.config import to_dict
-from signbart.trial import ExperimentConfig, run_trial
 from test_train import VARIANT
 
+from signbart.config import to_dict
 from signbart.errors import ConfigError
+from signbart.trial import ExperimentConfig, run_trial
 
 
 def test_experiment_config_validates_quant_and_loads_variant_files():
