@@ -36,7 +36,7 @@ from signbart.data import (
     read_signers_csv,
 )
 from signbart.errors import DatasetError, UserError
-from signbart.layouts import Layout, get_layout
+from signbart.layouts import Layout, get_layout, import_mediapipe_solutions
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,7 @@ class VideoError(DatasetError):
 # ---------------------------------------------------------------- one video
 
 def _import_holistic():
-    # mediapipe's package import pulls in TensorFlow only for doc decorators (its tasks API
-    # falls back when TF is missing). Hiding TF during that import saves each worker ~2 s and
-    # ~700 MB; the entry is removed afterwards, so TF stays importable in this process.
-    if "mediapipe" not in sys.modules and "tensorflow" not in sys.modules:
-        sys.modules["tensorflow"] = None
-        try:
-            import mediapipe.python.solutions.holistic  # noqa: F401
-        finally:
-            del sys.modules["tensorflow"]
-    from mediapipe.python.solutions.holistic import Holistic
-    return Holistic
+    return import_mediapipe_solutions().holistic.Holistic
 
 
 def make_holistic():
