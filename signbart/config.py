@@ -192,7 +192,7 @@ class TrainConfig:
     min_lr: float = 1e-7
     max_frames: int = 64
     val_signers: int = 1          # inner validation signers drawn from the training signers
-    early_stopping: int = 0       # patience in epochs on inner-validation loss; 0 = off
+    early_stopping: int = 0       # patience in epochs on inner-validation accuracy; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):

@@ -75,16 +75,19 @@ def sparse_ce(label_smoothing: float, num_labels: int):
 
 
 class KeepBest(keras.callbacks.Callback):
-    """Remember the weights of the epoch with the lowest inner-validation loss."""
+    """Remember the weights of the best inner-validation epoch: highest accuracy, then lowest
+    loss. Accuracy leads because on an unseen signer the loss of a model that is getting
+    better often still rises (over-confident mistakes), which would pick the first epoch."""
 
-    def __init__(self, monitor: str):
+    def __init__(self, prefix: str):
         super().__init__()
-        self.monitor, self.best, self.best_epoch, self.weights = monitor, np.inf, 0, None
+        self.prefix, self.best, self.best_epoch, self.weights = prefix, None, 0, None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value < self.best:
-            self.best, self.best_epoch = value, epoch + 1
+        logs = logs or {}
+        score = (logs.get(f"{self.prefix}accuracy", 0.0), -logs.get(f"{self.prefix}loss", np.inf))
+        if self.best is None or score > self.best:
+            self.best, self.best_epoch = score, epoch + 1
             self.weights = self.model.get_weights()
 
 
@@ -130,10 +133,11 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
                                                    weight_decay=cfg.weight_decay),
                   loss=sparse_ce(cfg.label_smoothing, model_cfg.num_labels),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    monitor = "val_loss" if val_ds is not None else "loss"
-    keep = KeepBest(monitor)
+    prefix = "val_" if val_ds is not None else ""
+    monitor = prefix + "accuracy"
+    keep = KeepBest(prefix)
     callbacks = [
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=cfg.plateau_factor,
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=cfg.plateau_factor,
                                           patience=cfg.plateau_patience, min_lr=cfg.min_lr),
         keep,
         keras.callbacks.CSVLogger(str(out_dir / "train_log.csv")),
@@ -141,7 +145,7 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
                                     profile_batch=0),
     ]
     if cfg.early_stopping and val_ds is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor,
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=cfg.early_stopping))
     if report is not None:
         callbacks.append(ReportEpochs(report))

@@ -1,0 +1,595 @@
+"""Leave-one-signer-out sweeps on Ray Tune: one trial per (holdout, seed, variant[, ablation]).
+
+    signbart sweep sweeps/quickstart.yaml                  # local Ray, results in ./ray_results
+    signbart sweep sweeps/mlr511-loso.yaml --dry-run       # the grid and its CPU-hours
+    signbart sweep sweeps/mlr511-loso.yaml --resume        # after Ctrl-C or a lost driver
+
+The trial function is a thin wrapper around ``trial.run_trial``; around it sit the grid, the
+resources, storage and retries. A trial's rows land in
+``<storage>/<name>/results/<trial_id>.parquet``, and that file existing is what "finished"
+means: a re-run or ``--resume`` never trains a finished cell twice, even if Tune's own
+experiment state is gone. A trial that still raises after its retries gets
+``<trial_id>.failed.parquet`` instead (one ``status=failed`` row per quant mode), which a later
+successful run of that trial removes.
+
+The driver never imports TensorFlow; only the trial (a Ray worker) and the ``--dry-run`` epoch
+timing (a spawned child process) do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import re
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import ray
+from ray import tune
+
+from signbart.config import (
+    AugmentConfig,
+    QATConfig,
+    TrainConfig,
+    config_hash,
+    from_dict,
+    load_variant,
+    load_yaml,
+    to_dict,
+)
+from signbart.data import open_dataset
+from signbart.errors import ConfigError
+from signbart.results import make_row, read_rows, write_rows
+from signbart.trial import QUANT_MODES, run_trial
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "ray_results"
+WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+# ---------------------------------------------------------------- the spec
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial reserves. ``cpu`` is also its TF thread count, so trials sharing a
+    node do not oversubscribe it."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self):
+        if self.cpu <= 0:
+            raise ValueError(f"resources.cpu must be > 0, got {self.cpu}")
+        if self.gpu < 0:
+            raise ValueError(f"resources.gpu must be >= 0, got {self.gpu}")
+
+    @property
+    def threads(self) -> int:
+        return max(1, int(self.cpu))
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep file (see ``sweeps/README.md``). Paths are absolute once loaded."""
+
+    name: str
+    data: str
+    variants: tuple[str, ...]
+    holdouts: str | tuple[str, ...] = "all"
+    seeds: tuple[int, ...] = (42,)
+    quant: tuple[str, ...] = ("fp32", "ptq", "qat")
+    train: TrainConfig = field(default_factory=TrainConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    resources: Resources = field(default_factory=Resources)
+    retries: int = 2
+    baseline: bool = True
+    ablation: dict = field(default_factory=dict)   # name -> AugmentConfig overrides
+    smoke: dict = field(default_factory=dict)      # overrides applied by --smoke
+
+    def __post_init__(self):
+        if not _SLUG.fullmatch(self.name):
+            raise ValueError(f"name: {self.name!r} must be letters, digits, '_', '.', '+', '-' "
+                             "(it names the storage folder)")
+        for key in ("variants", "seeds", "quant"):
+            values = getattr(self, key)
+            if not values:
+                raise ValueError(f"{key}: must not be empty")
+            dup = sorted({v for v in values if values.count(v) > 1}, key=str)
+            if dup:
+                raise ValueError(f"{key}: {dup[0]!r} is listed twice")
+        bad = [q for q in self.quant if q not in QUANT_MODES]
+        if bad:
+            raise ValueError(f"quant: {bad[0]!r} is not one of {', '.join(QUANT_MODES)}")
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        self.augments()
+
+    def augments(self) -> dict[str, AugmentConfig]:
+        """Each ablation's full augmentation config: ``train.augment`` plus its overrides."""
+        base = to_dict(self.train.augment)
+        out = {}
+        for name, overrides in self.ablation.items():
+            if not isinstance(name, str) or not _SLUG.fullmatch(name):
+                raise ValueError(f"ablation: {name!r} must be a plain name (it names trials)")
+            try:
+                out[name] = from_dict(AugmentConfig, {**base, **(overrides or {})},
+                                      f"ablation.{name}")
+            except ConfigError as e:  # re-raised as ValueError so from_dict names the file
+                raise ValueError(str(e)) from None
+        return out
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = dict(base)
+    for k, v in overrides.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_spec(path, smoke: bool = False) -> SweepSpec:
+    """Parse and validate a sweep file; relative paths resolve against the working directory.
+
+    ``smoke`` applies the file's ``smoke:`` overrides and appends ``-smoke`` to the name, so a
+    smoke run's results are never mistaken for the real sweep's finished cells. Both forms
+    are validated either way, so a typo in ``smoke:`` fails before the real run too.
+    """
+    raw = load_yaml(path)
+    overrides = raw.get("smoke") or {}
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{path}: smoke: expected a mapping of overrides")
+    if "smoke" in overrides:
+        raise ConfigError(f"{path}: smoke.smoke: overrides cannot nest")
+    smoked = _merge({**raw, "name": f"{raw.get('name')}-smoke"}, overrides)
+    full = from_dict(SweepSpec, raw, str(path))
+    small = from_dict(SweepSpec, smoked, f"{path} (smoke)")
+    spec = small if smoke else full
+    return dataclasses.replace(spec, data=_absolute(spec.data),
+                               variants=tuple(_absolute(v) for v in spec.variants))
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+# ---------------------------------------------------------------- the grid
+
+@dataclass(frozen=True)
+class Grid:
+    """The resolved axes: signers from the dataset, variant names from their files."""
+
+    holdouts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    variants: dict[str, str]     # variant name -> file
+    ablations: dict[str, dict]   # ablation name -> augment overrides (empty: no such axis)
+
+    @classmethod
+    def of(cls, spec: SweepSpec) -> Grid:
+        if not os.path.isdir(spec.data) and "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+            raise ConfigError(f"{spec.data}: dataset directory not found. A Ray job runs in a "
+                              "copy of its --working-dir without git-ignored paths such as "
+                              "data/: name the dataset by an absolute path every node has")
+        holdouts = open_dataset(spec.data).resolve_holdouts(
+            list(spec.holdouts) if isinstance(spec.holdouts, tuple) else spec.holdouts)
+        variants: dict[str, str] = {}
+        for path in spec.variants:
+            name = load_variant(path).name
+            if name in variants:
+                raise ConfigError(f"{path}: variant name {name!r} is also the name of "
+                                  f"{variants[name]} (trial names must be unique)")
+            variants[name] = path
+        spec.augments()
+        return cls(tuple(holdouts), spec.seeds, variants,
+                   {k: dict(v or {}) for k, v in spec.ablation.items()})
+
+    def trials(self) -> list[dict]:
+        """One dict per trial, with the axis keys Tune's grid gives each trial config."""
+        axes = [self.holdouts, self.seeds, list(self.variants), list(self.ablations) or [None]]
+        return [{"holdout": h, "seed": s, "variant": v, **({"ablation": a} if a else {})}
+                for h, s, v, a in itertools.product(*axes)]
+
+
+def trial_name(config: dict) -> str:
+    """``<holdout>-s<seed>-<variant>[-<ablation>]``: Tune's trial name, dir name and trial_id."""
+    parts = [str(config["holdout"]), f"s{config['seed']}", config["variant"]]
+    return "-".join(parts + ([config["ablation"]] if config.get("ablation") else []))
+
+
+def _tune_trial_name(trial) -> str:
+    return trial_name(trial.config)
+
+
+def experiment_config(config: dict, out_dir: str) -> dict:
+    """The ``run_trial`` config of one Tune trial config."""
+    train = dict(config["train"])
+    if config.get("ablation"):
+        train["augment"] = {**train["augment"], **config["ablations"][config["ablation"]]}
+    return {"data": config["data"], "variant": config["variants"][config["variant"]],
+            "holdout": config["holdout"], "seed": config["seed"], "quant": config["quant"],
+            "train": train, "qat": config["qat"], "out_dir": out_dir, "sweep": config["sweep"],
+            "trial_id": trial_name(config), "threads": config["threads"],
+            "baseline": config["baseline"]}
+
+
+# ---------------------------------------------------------------- storage (path or URI)
+
+def _join(root: str, *parts: str) -> str:
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def _exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _remove(uri: str) -> None:
+    fs, path = _fs(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
+
+
+def _write_json(uri: str, obj) -> None:
+    fs, path = _fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+    fs.move(tmp, path)
+
+
+def _read_json(uri: str):
+    fs, path = _fs(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read())
+    except (FileNotFoundError, OSError, json.JSONDecodeError):
+        return None
+
+
+def _storage_root(storage: str | None) -> str:
+    """Tune wants an absolute local path or a URI."""
+    storage = storage or DEFAULT_STORAGE
+    return storage.rstrip("/") if "://" in storage else os.path.abspath(storage)
+
+
+def _persist(rows: list[dict], local_dir: str, uri: str) -> list[dict]:
+    """Upload a trial's artifacts to URI storage and point its rows at the uploaded copies."""
+    fs, path = _fs(uri)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(local_dir, path, destination_filesystem=fs)
+    local = local_dir.rstrip("/")
+    return [{k: (f"{uri}{v[len(local):]}" if k in ("model_path", "fp32_model_path") and
+                 isinstance(v, str) and v.startswith(local) else v) for k, v in r.items()}
+            for r in rows]
+
+
+# ---------------------------------------------------------------- the trial
+
+def _node() -> dict:
+    return {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
+            "pid": os.getpid()}
+
+
+def _trainable(config: dict) -> None:
+    """One Tune trial: rebuild the config, run_trial (TF is imported there, in the worker),
+    write the rows, report them. A trial whose rows already exist just re-reports them."""
+    tid = trial_name(config)
+    rows_uri = _join(config["results"], f"{tid}.parquet")
+    trained = not _exists(rows_uri)
+    if trained:
+        node_uri = _join(config["results"], f"{tid}.node.json")
+        attempt, cpu = {**_node(), "started": time.time()}, time.process_time()
+        attempts = (_read_json(node_uri) or []) + [attempt]
+        _write_json(node_uri, attempts)  # where each attempt ran: retries move between nodes
+        remote = "://" in config["artifacts"]
+        out_dir = (tune.get_context().get_trial_dir() if remote
+                   else _join(config["artifacts"], tid))
+        rows = run_trial(experiment_config(config, out_dir), report=tune.report)
+        if remote:
+            rows = _persist(rows, out_dir, _join(config["artifacts"], tid))
+        write_rows(rows, rows_uri)
+        _remove(_join(config["results"], f"{tid}.failed.parquet"))
+        attempt.update(seconds=time.time() - attempt["started"],
+                       cpu_seconds=time.process_time() - cpu)
+        _write_json(node_uri, attempts)
+    rows = read_rows([rows_uri]).to_pylist()
+    tune.report({"trained": trained, "node_id": _node()["node_id"], **_row_metrics(rows)})
+
+
+def _row_metrics(rows: list[dict]) -> dict:
+    out = {"rows_ok": sum(r["status"] == "ok" for r in rows),
+           "rows_failed": sum(r["status"] != "ok" for r in rows)}
+    for r in rows:
+        if r["status"] == "ok" and r["top1"] is not None:
+            key = r["quant"] if r["model_kind"] == "signbart" else r["model_kind"]
+            out[f"top1_{key}"] = r["top1"]
+    return out
+
+
+def _failed_rows(config: dict, error: str) -> list[dict]:
+    """What a trial that kept raising leaves behind: one failed row per quant mode."""
+    exp = experiment_config(config, "")
+    return [make_row(sweep=config["sweep"], trial_id=trial_name(config), holdout=config["holdout"],
+                     seed=config["seed"], variant=config["variant"], quant=q, status="failed",
+                     error=error, augment=json.dumps(exp["train"]["augment"], sort_keys=True),
+                     config=json.dumps(exp, sort_keys=True), config_hash=config_hash(exp))
+            for q in config["quant"]]
+
+
+def _error_text(err: BaseException) -> str:
+    """The root cause in one line: Ray wraps a trial's exception in a RayTaskError."""
+    cause = getattr(err, "cause", None) or err
+    lines = [ln for ln in str(cause).splitlines() if ln.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"[:2000]
+
+
+# ---------------------------------------------------------------- the driver
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a sweep run left in storage; ``exit_code`` is non-zero when any cell is not ok."""
+
+    name: str
+    path: str                    # <storage>/<name>
+    trials: int
+    cells: int                   # trials x quant modes (baseline rows counted apart)
+    cells_ok: int = 0
+    cells_failed: int = 0
+    cells_missing: int = 0       # no row yet (interrupted: run again with --resume)
+    baseline_ok: int = 0
+    baseline_failed: int = 0
+    skipped: int = 0             # trials already finished before this run
+    errors: dict = field(default_factory=dict)   # trial_id -> error of a failed trial
+    grid: str = ""               # the axes, for humans
+    estimate: dict | None = None  # dry run: measured epoch times and CPU-hours
+
+    @property
+    def dry_run(self) -> bool:
+        return self.estimate is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.dry_run or not (self.cells_failed or self.cells_missing)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def text(self) -> str:
+        lines = [f"sweep {self.name}: {self.grid}", f"  storage: {self.path}"]
+        if self.estimate is not None:
+            e = self.estimate
+            lines.append(f"  measured on {e['host']} ({e['threads']} thread(s)), variant "
+                         f"{e['variant']}, {e['n_train']} training samples: FP32 epoch "
+                         f"{e['fp32_epoch_s']:.2f} s" + (f", QAT epoch {e['qat_epoch_s']:.2f} s"
+                                                         if e.get("qat_epoch_s") else ""))
+            lines.append(f"  estimate: {e['trial_hours'] * 3600:.0f} s of training per trial, "
+                         f"{e['cpu_hours']:.2f} CPU-hours in all (training only; "
+                         f"{self.skipped} trial(s) already finished)")
+            return "\n".join(lines)
+        lines.append(f"  cells: {self.cells_ok} ok, {self.cells_failed} failed, "
+                     f"{self.cells_missing} missing of "
+                     f"{self.cells}; baseline rows: {self.baseline_ok} ok, "
+                     f"{self.baseline_failed} failed; {self.skipped} trial(s) already finished")
+        for tid, err in sorted(self.errors.items()):
+            first = (err or "").split("\n", 1)[0]
+            lines.append(f"  FAILED {tid}: {first[:300]}")
+        if self.cells_missing:
+            lines.append("  unfinished: run the same command with --resume to continue")
+        return "\n".join(lines)
+
+
+def _describe(spec: SweepSpec, grid: Grid) -> str:
+    n = len(grid.trials())
+    axes = [f"{len(grid.holdouts)} holdout(s)", f"{len(grid.seeds)} seed(s)",
+            f"{len(grid.variants)} variant(s)"] + ([f"{len(grid.ablations)} ablation(s)"]
+                                                  if grid.ablations else [])
+    return (f"{' x '.join(axes)} = {n} trial(s) x {len(spec.quant)} quant mode(s) "
+            f"({', '.join(spec.quant)}) = {n * len(spec.quant)} cells"
+            + (f" (+{n} baseline rows)" if spec.baseline else "")
+            + f"; {spec.resources.cpu:g} CPU/{spec.resources.gpu:g} GPU per trial, "
+              f"{spec.retries} retries")
+
+
+def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=None
+               ) -> SweepSummary:
+    results = _join(path, "results")
+    counts = dict.fromkeys(("cells_ok", "cells_failed", "cells_missing", "baseline_ok",
+                            "baseline_failed"), 0)
+    errors = {}
+    trials = grid.trials()
+    if estimate is None:
+        for t in trials:
+            tid = trial_name(t)
+            files = [u for u in (_join(results, f"{tid}.parquet"),
+                                 _join(results, f"{tid}.failed.parquet")) if _exists(u)]
+            rows = read_rows(files[:1]).to_pylist() if files else []
+            whole = bool(files) and files[0].endswith(".failed.parquet")  # the trial itself
+            signbart = [r for r in rows if r["model_kind"] == "signbart"]
+            counts["cells_missing"] += len(spec.quant) - len(signbart)
+            for r in rows:
+                key = "ok" if r["status"] == "ok" else "failed"
+                counts[f"cells_{key}" if r["model_kind"] == "signbart" else f"baseline_{key}"] += 1
+                if r["status"] != "ok" and r["model_kind"] == "signbart":
+                    errors.setdefault(tid, r["error"] if whole else f"{r['quant']}: {r['error']}")
+    return SweepSummary(name=spec.name, path=path, trials=len(trials),
+                        cells=len(trials) * len(spec.quant), skipped=skipped, errors=errors,
+                        grid=_describe(spec, grid), estimate=estimate, **counts)
+
+
+def _connect(address: str | None) -> bool:
+    """Join (or start) Ray; True when this call started it and must shut it down.
+
+    ``address=None`` means ``RAY_ADDRESS`` (set for ``ray job submit`` drivers), else a fresh
+    Ray in this process — never a cluster some earlier ``ray start`` left behind, whose stale
+    address would hang the driver; ``auto`` joins the ``ray start`` cluster on this machine.
+    The workers get ``TF_USE_LEGACY_KERAS=1``.
+    """
+    if ray.is_initialized():
+        return False
+    os.environ.update(WORKER_ENV)
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
+             runtime_env={"env_vars": WORKER_ENV})
+    return True
+
+
+def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
+           max_concurrent: int | None) -> tune.Tuner:
+    path = _join(storage, spec.name)
+    trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpu,
+                                                 "gpu": spec.resources.gpu})
+    spec_hash = config_hash(to_dict(spec))
+    previous = _read_json(_join(path, "sweep.json")) or {}
+    if previous.get("hash") not in (None, spec_hash):
+        log.warning("%s: the spec changed since this sweep was started; finished cells keep "
+                    "their results (use a new name to redo them)", spec.name)
+    if resume and previous.get("hash") == spec_hash and tune.Tuner.can_restore(path):
+        log.info("resuming %s from its Tune state", path)
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    if resume:
+        log.info("%s: no matching Tune state to restore; starting over, skipping finished "
+                 "trials", path)
+    _write_json(_join(path, "sweep.json"), {"hash": spec_hash, "spec": to_dict(spec)})
+    param_space = {
+        "sweep": spec.name, "data": spec.data, "quant": list(spec.quant),
+        "train": to_dict(spec.train), "qat": to_dict(spec.qat), "baseline": spec.baseline,
+        "threads": spec.resources.threads, "variants": grid.variants, "ablations": grid.ablations,
+        "results": _join(path, "results"), "artifacts": path,
+        "holdout": tune.grid_search(list(grid.holdouts)),
+        "seed": tune.grid_search(list(grid.seeds)),
+        "variant": tune.grid_search(list(grid.variants)),
+        **({"ablation": tune.grid_search(list(grid.ablations))} if grid.ablations else {}),
+    }
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
+                                    trial_name_creator=_tune_trial_name,
+                                    trial_dirname_creator=_tune_trial_name),
+        run_config=tune.RunConfig(name=spec.name, storage_path=storage,
+                                  failure_config=tune.FailureConfig(max_failures=spec.retries)))
+
+
+def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
+              resume: bool = False, max_concurrent: int | None = None, dry_run: bool = False,
+              smoke: bool = False) -> SweepSummary:
+    """Run (or, with ``dry_run``, size) the sweep in ``spec_path``; see ``sweeps/README.md``.
+
+    Results go to ``<storage>/<name>/results/``, models to ``<storage>/<name>/<trial_id>/``;
+    ``storage`` is a local path (default ``./ray_results``) or a URI such as ``s3://b/p``.
+    """
+    spec = load_spec(spec_path, smoke=smoke)
+    grid = Grid.of(spec)
+    storage = _storage_root(storage)
+    path = _join(storage, spec.name)
+    finished = sum(_exists(_join(path, "results", f"{trial_name(t)}.parquet"))
+                   for t in grid.trials())
+    if dry_run:
+        return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
+    started = _connect(address)
+    try:
+        results = _tuner(spec, grid, storage, resume, max_concurrent).fit()
+        for result in results:
+            if result.error is not None and result.config:
+                tid = trial_name(result.config)
+                if not _exists(_join(path, "results", f"{tid}.parquet")):
+                    write_rows(_failed_rows(result.config, _error_text(result.error)),
+                               _join(path, "results", f"{tid}.failed.parquet"))
+    finally:
+        if started:
+            ray.shutdown()
+    return _summarize(spec, grid, path, finished)
+
+
+# ---------------------------------------------------------------- --dry-run sizing
+
+def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
+    """CPU-hours of the sweep's training from measured epoch times, cached in ``path``.
+
+    The measurement (2 epochs of the first variant on the first fold, the second one timed,
+    and the same for QAT when the sweep has it) runs in a spawned child so that the driver
+    never imports TensorFlow. The cache key covers everything that changes an epoch's cost.
+    """
+    trial = grid.trials()[0]
+    variant = grid.variants[trial["variant"]]
+    manifest = Path(spec.data) / "manifest.parquet"
+    key = config_hash({"data": spec.data, "manifest": [manifest.stat().st_size,
+                                                       manifest.stat().st_mtime_ns],
+                       "variant": to_dict(load_variant(variant)), "holdout": trial["holdout"],
+                       "train": {**to_dict(spec.train), "epochs": 0},
+                       "qat": {**to_dict(spec.qat), "epochs": 0} if "qat" in spec.quant else None,
+                       "threads": spec.resources.threads, "host": socket.gethostname()})
+    cache = _join(path, "epoch_time.json")
+    measured = _read_json(cache)
+    if not measured or measured.get("key") != key:
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            measured = pool.submit(_time_epochs, spec.data, variant, trial["holdout"],
+                                   trial["seed"], to_dict(spec.train),
+                                   to_dict(spec.qat) if "qat" in spec.quant else None,
+                                   spec.resources.threads).result()
+        measured.update(key=key, host=socket.gethostname(), threads=spec.resources.threads,
+                        variant=trial["variant"])
+        _write_json(cache, measured)
+    seconds = (spec.train.epochs * measured["fp32_epoch_s"]
+               + (spec.qat.epochs * measured["qat_epoch_s"] if "qat" in spec.quant else 0.0))
+    todo = len(grid.trials()) - sum(_exists(_join(path, "results", f"{trial_name(t)}.parquet"))
+                                    for t in grid.trials())
+    return {**measured, "trial_hours": seconds / 3600,
+            "cpu_hours": todo * seconds * spec.resources.cpu / 3600}
+
+
+def _time_epochs(data: str, variant_path: str, holdout: str, seed: int, train_cfg: dict,
+                 qat_cfg: dict | None, threads: int) -> dict:
+    """Seconds per FP32 (and QAT) epoch, timing the second epoch so tracing is excluded."""
+    from signbart.tfkeras import keras, set_threads
+
+    set_threads(threads)
+    from signbart import quantize
+    from signbart.preprocess import prepare
+    from signbart.train import make_dataset, train
+
+    class Clock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.last = time.perf_counter() - self.t0
+
+    variant = load_variant(variant_path)
+    tcfg = from_dict(TrainConfig, {**train_cfg, "epochs": 2, "early_stopping": 0}, "train")
+    dataset = open_dataset(data)
+    fold = dataset.fold(holdout, tcfg.val_signers, seed)
+    ticks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        trained = train(tcfg, variant, dataset, fold, tmp, seed,
+                        report=lambda m: ticks.append(time.perf_counter()))
+    out = {"fp32_epoch_s": ticks[-1] - ticks[-2], "n_train": len(fold.train)}
+    if qat_cfg is not None:
+        qcfg = from_dict(QATConfig, qat_cfg, "qat")
+        prep = prepare(dataset, fold.train, variant, tcfg.max_frames)
+        clock = Clock()
+        quantize.apply_qat(trained.model, qcfg).fit(
+            make_dataset(prep, qcfg.batch_size, seed), epochs=2, verbose=0, callbacks=[clock])
+        out["qat_epoch_s"] = clock.last
+    return out
