@@ -91,3 +91,16 @@ def test_variant_model_overrides_reach_model_config():
                                           "decoder_attention_heads": 2})
     assert v.model_config() == ModelConfig(num_keypoints=65, d_model=16,
                                            encoder_attention_heads=2, decoder_attention_heads=2)
+
+
+def test_readme_states_the_configs_hyperparameters():
+    """The README's model description must match what the configs actually build."""
+    readme = (CONFIGS[0].parents[1] / "README.md").read_text()
+    m = load_variant(CONFIGS[[p.stem for p in CONFIGS].index("arabic-asl-65kpts")]).model_config()
+    for fact in (f"d_model {m.d_model}", f"{m.encoder_layers} + {m.decoder_layers} layers",
+                 f"{m.encoder_attention_heads} heads", f"FFN {m.encoder_ffn_dim}",
+                 f"dropout {m.dropout}", f"classifier dropout {m.classifier_dropout}",
+                 f"layerdrop {m.encoder_layerdrop}", f"learned positions ({m.max_position_embeddings})"):
+        assert fact in readme, fact
+    for stem in EXPECTED_K:
+        assert stem.removeprefix("arabic-asl") in readme
