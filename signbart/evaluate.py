@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +21,11 @@ from signbart.config import VariantConfig, load_variant, variant_from_dict
 from signbart.data import Dataset, atomic_write_text, open_dataset
 from signbart.errors import UserError
 from signbart.preprocess import prepare
+from signbart.quantize import INPUTS, load_interpreter
 from signbart.tfkeras import tf
 
 log = logging.getLogger(__name__)
 
-INPUTS = ("keypoints", "attention_mask")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,10 +109,7 @@ class _TFLiteRunner:
     def __init__(self, model, num_threads: int = 1, frames: int = 64):
         content = _model_bytes(model)
         try:
-            with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
-                warnings.simplefilter("ignore", UserWarning)
-                self._interpreter = tf.lite.Interpreter(model_content=content,
-                                                        num_threads=num_threads)
+            self._interpreter = load_interpreter(content, num_threads=num_threads)
         except ValueError as e:
             raise UserError(f"{model if isinstance(model, (str, Path)) else 'model'}: "
                             f"not a TFLite model ({e})") from None

@@ -292,7 +292,7 @@ def full_int8(model: keras.Model, representative: Iterable, max_frames: int = 64
 
 def _float_nodes(tflite_bytes: bytes, scopes: list[str]) -> list[str]:
     """Output names of the ops under any of ``scopes`` (Dense matmuls fused into them excepted)."""
-    interpreter = _interpreter(tflite_bytes, delegates=False)
+    interpreter = load_interpreter(tflite_bytes, delegates=False)
     names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
     outputs = [names[op["outputs"][0]] for op in interpreter._get_ops_details()
                if op["op_name"] != "FULLY_CONNECTED"]
@@ -306,7 +306,8 @@ def _float_nodes(tflite_bytes: bytes, scopes: list[str]) -> list[str]:
 # ----------------------------------------------------------------------------- checks
 
 
-def _interpreter(tflite_bytes: bytes, num_threads: int = 1, delegates: bool = True):
+def load_interpreter(tflite_bytes: bytes, num_threads: int = 1, delegates: bool = True):
+    """The TFLite interpreter for ``tflite_bytes``; raises ValueError for non-TFLite bytes."""
     resolver = tf.lite.experimental.OpResolverType
     with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice, on every call
         warnings.simplefilter("ignore", UserWarning)
@@ -320,7 +321,7 @@ def check_tflite(tflite_bytes: bytes, keypoints_batch, mask_batch) -> None:
     """Raises ExportError unless the model loads, has the documented signature and gives
     finite logits for every sample of the batch (keypoints [N, T, K, 2], mask [N, T])."""
     try:
-        interpreter = _interpreter(tflite_bytes)
+        interpreter = load_interpreter(tflite_bytes)
         runner = interpreter.get_signature_runner(SIGNATURE)
     except (ValueError, RuntimeError) as e:
         raise ExportError(f"cannot load the TFLite model: {e}") from None
@@ -351,7 +352,7 @@ def int8_dense_kernels(tflite_bytes: bytes) -> tuple[int, int]:
 
     Reads the op graph itself rather than trusting tensor names.
     """
-    interpreter = _interpreter(tflite_bytes, delegates=False)
+    interpreter = load_interpreter(tflite_bytes, delegates=False)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     fc = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
     n_int8 = sum(tensors[op["inputs"][1]]["dtype"] == np.int8 for op in fc)
@@ -360,7 +361,7 @@ def int8_dense_kernels(tflite_bytes: bytes) -> tuple[int, int]:
 
 def op_types(tflite_bytes: bytes) -> dict[str, dict[str, int]]:
     """Per op type, how many run with int8 / float32 / other inputs: where a model is really int8."""
-    interpreter = _interpreter(tflite_bytes, delegates=False)
+    interpreter = load_interpreter(tflite_bytes, delegates=False)
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     out: dict[str, dict[str, int]] = {}
     for op in interpreter._get_ops_details():

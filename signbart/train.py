@@ -20,6 +20,7 @@ import numpy as np
 from signbart.augment import make_augment
 from signbart.config import TrainConfig, VariantConfig
 from signbart.data import Dataset, Fold
+from signbart.errors import ConfigError
 from signbart.preprocess import Prepared, Selection, prepare
 from signbart.tfkeras import keras, seed_everything, tf
 
@@ -112,7 +113,6 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     seed_everything(seed)
     model_cfg = variant.model_config()
     if model_cfg.num_labels != len(dataset.labels):
-        from signbart.errors import ConfigError
         raise ConfigError(f"variant {variant.name!r}: num_labels is {model_cfg.num_labels} but "
                           f"{dataset.path}/labels.json has {len(dataset.labels)} classes")
     dataset.seal([fold.holdout])
