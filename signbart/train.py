@@ -34,6 +34,8 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     train_seconds: float
+    train_data: Prepared | None = None     # the preprocessed fold, reused by QAT and export
+    val_data: Prepared | None = None
     history: dict = field(default_factory=dict)
     samples_per_second: float = 0.0
 
@@ -117,18 +119,18 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
                           f"{dataset.path}/labels.json has {len(dataset.labels)} classes")
     dataset.seal([fold.holdout])
     train_prep = prepare(dataset, fold.train, variant, cfg.max_frames)
-    val_prep = prepare(dataset, fold.val, variant, cfg.max_frames) if len(fold.val) else None
+    val_prep = prepare(dataset, fold.val, variant, cfg.max_frames)
     sel = Selection.of(variant, dataset.layout)
     keys = variant.keys(dataset.layout)
     left_hand = [i for i, k in enumerate(keys) if k.startswith("left_hand.")]
     augment = make_augment(cfg.augment, sel.groups, sel.mirror, left_hand)
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
-    val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if val_prep is not None else None
+    val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if len(val_prep) else None
 
     model = build_model(model_cfg)
     params = count_params(model)
     log.info("SignBART %s: %d parameters, %d train / %d val samples", variant.name, params,
-             len(train_prep), len(val_prep) if val_prep is not None else 0)
+             len(train_prep), len(val_prep))
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=cfg.lr,
                                                    weight_decay=cfg.weight_decay),
                   loss=sparse_ce(cfg.label_smoothing, model_cfg.num_labels),
@@ -159,5 +161,6 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     dataset.unseal()
     return TrainResult(model=model, params=params, epochs_run=epochs_run,
                        best_epoch=keep.best_epoch or epochs_run, train_seconds=seconds,
+                       train_data=train_prep, val_data=val_prep,
                        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
                        samples_per_second=len(train_prep) * epochs_run / seconds)

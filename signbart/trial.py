@@ -129,9 +129,7 @@ def run_trial(config: dict, report=None) -> list[dict]:
                   epochs_run=trained.epochs_run, best_epoch=trained.best_epoch,
                   fp32_model_path=str(fp32_path))
 
-    dataset.seal([fold.holdout])
-    train_prep = prepare(dataset, fold.train, cfg.variant, cfg.train.max_frames)
-    val_prep = prepare(dataset, fold.val, cfg.variant, cfg.train.max_frames)
+    train_prep, val_prep = trained.train_data, trained.val_data
 
     def fine_tune():
         qat_model = quantize.apply_qat(trained.model, cfg.qat)
@@ -158,7 +156,7 @@ def run_trial(config: dict, report=None) -> list[dict]:
             log.debug("%s", traceback.format_exc())
             rows.append(_failed(cfg, fold, dataset, quant, err, model_path=str(path), **common))
 
-    dataset.unseal()  # training and every export are done: the held-out signer is read once
+    # training and every export are done: the held-out signer is read once, here
     test = prepare(dataset, fold.test, cfg.variant, cfg.train.max_frames)
     for quant, (path, info) in exported.items():
         try:
