@@ -84,7 +84,7 @@ def _failed(cfg, fold, dataset, quant, err: BaseException, **fields) -> dict:
                         error=f"{type(err).__name__}: {err}", **fields)
 
 
-def _export(cfg, trained, quant, train_prep, fine_tune):
+def _export(cfg, trained, quant, fine_tune):
     """The TFLite bytes of one quant mode (QAT fine-tunes a copy of the FP32 model first)."""
     from signbart import quantize
 
@@ -94,8 +94,8 @@ def _export(cfg, trained, quant, train_prep, fine_tune):
     if quant == "ptq":
         return quantize.ptq_dynamic(trained.model, frames), {}
     if quant == "int8":
-        rep = ((train_prep.x[i:i + 1], train_prep.mask[i:i + 1])
-               for i in range(min(len(train_prep), 200)))
+        data = trained.train_data  # calibration never sees the held-out signer
+        rep = ((data.x[i:i + 1], data.mask[i:i + 1]) for i in range(min(len(data), 200)))
         return quantize.full_int8(trained.model, rep, frames), {}
     qat_model, info = fine_tune()
     return quantize.qat_to_tflite(qat_model, frames), info
@@ -145,7 +145,7 @@ def run_trial(config: dict, report=None) -> list[dict]:
     for quant in cfg.quant:
         path = out / f"model_{'fp32' if quant == 'fp32' else quant + '_int8'}.tflite"
         try:
-            blob, info = _export(cfg, trained, quant, train_prep, fine_tune)
+            blob, info = _export(cfg, trained, quant, fine_tune)
             quantize.check_tflite(blob, train_prep.x[:8], train_prep.mask[:8])
             atomic_write_bytes(path, blob)
             atomic_write_text(path.with_suffix(".json"), json.dumps(
