@@ -97,6 +97,35 @@ def drop_group(x, positions):
     return x * keep[None, :, None]
 
 
+def paste_hand(x, mask, seed, positions, bank, noise=0.01):
+    """Put a still hand from ``bank`` [M, n, 2] into the ``positions`` slots of every real frame
+    where that hand is missing: a signer who keeps the non-dominant hand in view, simulated."""
+    pick = tf.random.stateless_uniform([], seed + [0, 51], 0, bank.shape[0], dtype=tf.int64)
+    shape = tf.gather(tf.constant(bank, tf.float32), pick)                     # [n, 2]
+    hand = shape[None] + tf.random.stateless_normal([tf.shape(x)[0], bank.shape[1], 2],
+                                                    seed + [0, 52], stddev=noise)
+    hand = tf.clip_by_value(hand, 1e-3, 1.0)
+    old = tf.gather(x, positions, axis=1)                                       # [T, n, 2]
+    fill = tf.logical_and(tf.logical_not(tf.reduce_any(_present(old), axis=1)),  # [T, 1]
+                          mask[:, None] > 0)
+    new = tf.where(fill[:, :, None], hand, old)
+    keep = np.ones(x.shape[1], bool)
+    keep[list(positions)] = False
+    index = np.full(x.shape[1], 0)
+    index[list(positions)] = np.arange(len(positions))
+    return tf.where(keep[None, :, None], x, tf.gather(new, index, axis=1))
+
+
+def hand_bank(x: np.ndarray, positions, size: int = 256, seed: int = 0) -> np.ndarray:
+    """Up to ``size`` hand shapes [M, n, 2] from the training frames where that hand was seen."""
+    hands = x[:, :, positions].reshape(-1, len(positions), 2)
+    hands = hands[(hands != 0).any(-1).all(-1)]
+    if not len(hands):
+        return np.zeros((0, len(positions), 2), np.float32)
+    pick = np.random.default_rng(seed).choice(len(hands), min(size, len(hands)), replace=False)
+    return hands[np.sort(pick)].astype(np.float32)
+
+
 def drop_frames(x, mask, seed, rate):
     """Zero single frames' keypoints (tracking lost for a frame), keeping the sequence length."""
     lost = _rand(seed, 31, shape=tf.shape(mask)) < rate
@@ -117,12 +146,16 @@ def affine_groups(x, groups, seed, scale, shear, shift):
     return tf.gather(tf.concat(out, axis=1), order, axis=1)
 
 
-def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant):
+def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant, bank=None):
     """A ``(x, mask, seed) -> (x, mask)`` map function for ``tf.data``.
 
     ``groups``/``permutation`` come from ``preprocess.Selection``; ``non_dominant`` lists the
-    positions of the left-hand slots (mirrored data puts the dominant hand on the right).
+    positions of the left-hand slots (mirrored data puts the dominant hand on the right);
+    ``bank`` holds non-dominant hand shapes for ``hand_paste`` (see ``hand_bank``).
     """
+    if cfg.hand_paste > 0 and (bank is None or not len(bank) or not len(non_dominant)):
+        raise ValueError("augment.hand_paste needs non-dominant hand slots and training frames "
+                         "in which that hand was seen")
     groups = [np.asarray(g) for g in groups]
     reference = []
     if cfg.rotate_deg > 0:
@@ -161,6 +194,9 @@ def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant):
         if cfg.hand_drop > 0 and len(non_dominant):
             x = tf.cond(_rand(seed, 202) < cfg.hand_drop, lambda: drop_group(x, non_dominant),
                         lambda: x)
+        if cfg.hand_paste > 0:
+            x = tf.cond(_rand(seed, 203) < cfg.hand_paste,
+                        lambda: paste_hand(x, mask, seed, non_dominant, bank), lambda: x)
         if cfg.frame_drop > 0:
             x = drop_frames(x, mask, seed, cfg.frame_drop)
         return x, mask

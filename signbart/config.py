@@ -160,6 +160,7 @@ class AugmentConfig:
     time_warp: tuple[float, float] | None = (1.1, 1.5)
     flip: bool = True
     hand_drop: float = 0.0        # P(zero the non-dominant (left-slot) hand for a whole sample)
+    hand_paste: float = 0.0       # P(show a still non-dominant hand where the sample has none)
     frame_drop: float = 0.0       # P(zero each single frame)
     affine_prob: float = 0.0      # P(per-group affine jitter)
     affine_scale: float = 0.1
@@ -168,7 +169,7 @@ class AugmentConfig:
     speed: tuple[float, float] | None = None  # temporal resampling factor range, e.g. [0.8, 1.25]
 
     def __post_init__(self):
-        for n in ("prob", "hand_drop", "frame_drop", "affine_prob"):
+        for n in ("prob", "hand_drop", "hand_paste", "frame_drop", "affine_prob"):
             v = getattr(self, n)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{n} must be in [0, 1], got {v}")
@@ -180,6 +181,9 @@ class AugmentConfig:
                 raise ValueError(f"{n} must be [low, high] with 0 < low <= high, got {list(r)}")
 
 
+SCHEDULES = ("plateau", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 80
@@ -187,6 +191,8 @@ class TrainConfig:
     batch_size: int = 16
     weight_decay: float = 0.01
     label_smoothing: float = 0.0
+    schedule: str = "plateau"     # "plateau" (reference) or "cosine" (warm-up, then decay to 0)
+    warmup_epochs: int = 3        # cosine only
     plateau_factor: float = 0.1
     plateau_patience: int = 5
     min_lr: float = 1e-7
@@ -202,6 +208,12 @@ class TrainConfig:
         for n in ("val_signers", "early_stopping", "plateau_patience"):
             _positive(n, getattr(self, n), allow_zero=True)
         _rate("label_smoothing", self.label_smoothing)
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got "
+                             f"{self.schedule!r}")
+        if self.schedule == "cosine" and self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be < epochs "
+                             f"({self.epochs})")
 
 
 @dataclass(frozen=True)
@@ -221,6 +233,24 @@ class QATConfig:
 
 
 @dataclass(frozen=True)
+class FramingConfig:
+    """Where every signer's shoulders are put before preprocessing (``preprocess.reframe``).
+
+    Defaults are MLR511's typical waist-up framing: shoulder midpoint at 57 % of the frame
+    height, shoulder width 26 % of the frame width.
+    """
+
+    shoulder_y: float = 0.57
+    shoulder_width: float = 0.26
+
+    def __post_init__(self):
+        if not 0.0 < self.shoulder_y < 1.0:
+            raise ValueError(f"shoulder_y must be in (0, 1), got {self.shoulder_y}")
+        if not 0.0 < self.shoulder_width < 1.0:
+            raise ValueError(f"shoulder_width must be in (0, 1), got {self.shoulder_width}")
+
+
+@dataclass(frozen=True)
 class VariantConfig:
     """A keypoint variant: which stored keypoints the model sees, and the model that sees them.
 
@@ -234,6 +264,7 @@ class VariantConfig:
     num_labels: int = 10
     model: dict = field(default_factory=dict)
     description: str = ""
+    framing: FramingConfig | None = None   # None: the camera's own framing, as the reference
 
     def __post_init__(self):
         if self.num_labels <= 1:
@@ -241,6 +272,10 @@ class VariantConfig:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout: unknown layout {self.layout!r} (known: {', '.join(LAYOUTS)})")
         self.keys(get_layout(self.layout))
+        if self.framing is not None:
+            missing = [k for k in SHOULDERS if k not in get_layout(self.layout).keys]
+            if missing:
+                raise ValueError(f"framing: layout {self.layout!r} has no {missing[0]!r}")
 
     def keys(self, layout: Layout) -> list[str]:
         """The selected keypoint keys (``group.name``), validated against ``layout``."""
@@ -280,6 +315,9 @@ class VariantConfig:
         return from_dict(ModelConfig, {**self.model, "num_keypoints": n,
                                        "num_labels": self.num_labels},
                          f"{where or self.name}: model")
+
+
+SHOULDERS = ("pose.left_shoulder", "pose.right_shoulder")
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -6,6 +6,12 @@ groups (pose / left hand / right hand / face) by the group's bounding box with a
 the shorter side padded to a square and the box clamped to [0, 1]. Unlike the reference, the
 box is computed over the points MediaPipe actually found (x = y = 0 means missing), and
 missing points stay exactly 0 so the model can tell them apart.
+
+With a variant's ``framing`` set, each sample is first moved and scaled so the signer's
+shoulders sit where the config says (``reframe``): signers filmed from higher up or closer in
+all look as if framed alike, and a hand that would fall below that common frame counts as
+out of view. On MLR511 this is what separates user03 (framed high, resting hands in view)
+from everyone else (resting hands below the frame).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from signbart.config import VariantConfig
+from signbart.config import SHOULDERS, FramingConfig, VariantConfig
 from signbart.layouts import Layout
 
 MARGIN = 0.05
@@ -37,14 +43,23 @@ class Selection:
     indices: np.ndarray                  # int [K] into the stored layout
     groups: tuple[np.ndarray, ...]       # positions (into the K selected) of each group
     mirror: np.ndarray                   # int [K]: slot each selected keypoint moves to
+    framing: FramingConfig | None = None
+    shoulders: np.ndarray | None = None  # int [2] into the stored layout
+    hands: tuple[np.ndarray, ...] = ()   # stored positions of each hand group
 
     @classmethod
     def of(cls, variant: VariantConfig, stored: Layout) -> Selection:
         keys = variant.keys(stored)
         sub = stored.subset(variant.name, keys)
+        shoulders, hands = None, ()
+        if variant.framing is not None:
+            shoulders = np.array([stored.index(k) for k in SHOULDERS])
+            groups = stored.groups()
+            hands = tuple(np.array(groups[g]) for g in ("left_hand", "right_hand") if g in groups)
         return cls(indices=np.array([stored.index(k) for k in keys]),
                    groups=tuple(np.array(v) for v in sub.groups().values()),
-                   mirror=np.array(sub.mirror_permutation()))
+                   mirror=np.array(sub.mirror_permutation()),
+                   framing=variant.framing, shoulders=shoulders, hands=hands)
 
 
 def uniform_indices(n_frames: np.ndarray, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +96,30 @@ def normalize_groups(xy: np.ndarray, groups) -> np.ndarray:
     return out
 
 
+def reframe(sample: np.ndarray, selection: Selection) -> np.ndarray:
+    """Move and scale one raw [T, K_stored, >=2] sample so its shoulders sit where
+    ``selection.framing`` says, then drop each hand in the frames where its mean height falls
+    below the frame (y > 1). Uses the median over frames of the shoulder midpoint and width,
+    so a single mis-tracked frame cannot move the whole sign. Missing points stay 0."""
+    xy = sample[..., :2]
+    present = (xy != 0).any(-1)                                            # [T, K]
+    sh = xy[:, selection.shoulders]                                        # [T, 2, 2]
+    both = present[:, selection.shoulders].all(1)
+    width = np.abs(sh[both, 0, 0] - sh[both, 1, 0])
+    if not both.any() or np.median(width) <= 0:
+        return sample
+    centre = np.median(sh[both].mean(1), 0)                                # [2]
+    scale = selection.framing.shoulder_width / np.median(width)
+    target = np.array([0.5, selection.framing.shoulder_y], np.float32)
+    out = sample.copy()
+    out[..., :2] = np.where(present[..., None], (xy - centre) * scale + target, 0)
+    for hand in selection.hands:
+        seen = present[:, hand]
+        heights = np.where(seen, out[:, hand, 1], 0).sum(1) / np.maximum(seen.sum(1), 1)
+        out[np.ix_((heights > 1.0) & seen.any(1), hand)] = 0
+    return out
+
+
 def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
                    max_frames: int = 64, chunk: int = 32) -> Prepared:
     """Preprocess raw [T, K_stored, 3] arrays into padded model inputs.
@@ -93,6 +132,8 @@ def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
     mask = np.zeros((n, max_frames), np.float32)
     for c in range(0, n, chunk):
         part = samples[c:c + chunk]
+        if selection.framing is not None:
+            part = [reframe(s, selection) for s in part]
         n_frames = np.array([len(s) for s in part])
         local, lengths = uniform_indices(n_frames, max_frames)
         starts = np.concatenate([[0], np.cumsum(n_frames)[:-1]])

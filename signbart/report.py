@@ -46,7 +46,8 @@ COSTS = ("model_bytes", "params", "flops", "latency_ms_p50")
 GROUP = ["variant", "quant", "model_kind", "augment_setting"]
 ALL = "all"  # the holdout value of rows pooled over all holdouts
 # Fields of signbart.config.AugmentConfig that switch an augmentation on; all falsy = "none".
-AUGMENT_SWITCHES = ("prob", "flip", "hand_drop", "frame_drop", "affine_prob", "speed")
+AUGMENT_SWITCHES = ("prob", "flip", "hand_drop", "hand_paste", "frame_drop", "affine_prob",
+                    "speed")
 
 
 # ---------------------------------------------------------------------------------- load
@@ -112,6 +113,7 @@ class Summary:
     duplicates: pd.DataFrame   # every row of a cell written more than once; ``kept`` marks one
     baseline: pd.DataFrame     # SignBART vs baseline top-1, paired by variant/holdout/seed
     ablation: pd.DataFrame     # top-1 per augmentation setting × holdout, delta vs "none"
+    search: pd.DataFrame       # per variant × holdout: what the nested search chose, and on whom
     provenance: pd.DataFrame   # per sweep: files, rows, git SHAs, package versions, times
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
@@ -119,8 +121,8 @@ class Summary:
         out = {"summary": self.summary, "per_holdout": self.per_holdout,
                "per_class": self.per_class, "failures": self.failures, "missing": self.missing,
                "duplicates": self.duplicates, "provenance": self.provenance}
-        out.update({k: v for k, v in (("baseline", self.baseline), ("ablation", self.ablation))
-                    if not v.empty})
+        out.update({k: v for k, v in (("baseline", self.baseline), ("ablation", self.ablation),
+                                      ("search", self.search)) if not v.empty})
         return out
 
 
@@ -372,6 +374,22 @@ def _ablation(ok: pd.DataFrame) -> pd.DataFrame:
                         pooled.join(delta(pairs.groupby(keys)))).astype({"n_pairs": "Int64"})
 
 
+def _search(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (variant, holdout) whose trials ran with a nested-search choice."""
+    picked = rows[rows.search.notna() & (rows.search != "")] if "search" in rows else rows[:0]
+    if picked.empty:
+        return pd.DataFrame()
+    out = []
+    for (variant, holdout), d in picked.groupby(["variant", "holdout"], sort=False):
+        choice = json.loads(d.search.iloc[0])
+        out.append({"variant": variant, "holdout": holdout,
+                    "chosen": ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in sorted(choice["params"].items())),
+                    "inner_val_top1": choice.get("val_accuracy"),
+                    "inner_val_signers": ", ".join(choice.get("val_signers") or [])})
+    return _sorted(pd.DataFrame(out))
+
+
 def _provenance(raw: pd.DataFrame, rows: pd.DataFrame, missing: pd.DataFrame) -> pd.DataFrame:
     def joined(s: pd.Series) -> str:
         return ", ".join(sorted({str(v) for v in s.dropna()} - {""}))
@@ -400,7 +418,7 @@ def summarize(df: pd.DataFrame) -> Summary:
     s = Summary(rows=rows, summary=_summary(rows, ok), per_holdout=_per_holdout(rows, ok),
                 per_class=_per_class(ok, gloss), confusion=_confusion(ok, gloss),
                 failures=_failures(rows), missing=missing, duplicates=duplicates,
-                baseline=_baseline(ok), ablation=_ablation(ok),
+                baseline=_baseline(ok), ablation=_ablation(ok), search=_search(rows),
                 provenance=_provenance(raw, rows, missing))
     for what, table in (("failed", s.failures), ("missing", s.missing),
                         ("duplicate rows of", s.duplicates)):
@@ -579,6 +597,13 @@ def _sections(s: Summary) -> list[Section]:
             **{"Δ top1 vs none": _pm_col(a, "delta_vs_none")}),
             "the same variant and quant trained with different augmentation; Δ paired by "
             "holdout and seed against the setting 'none'.", "ablation.csv"))
+    if not s.search.empty:
+        h = s.search
+        out.append(Section("Nested search", h.assign(
+            inner_val_top1=h.inner_val_top1.map(lambda x: _pm(x, None))),
+            "per holdout, the candidate with the best accuracy on that fold's inner-validation "
+            "signers (first seed); the held-out signer was sealed during the search.",
+            "search.csv"))
     out += [
         Section("Per holdout", _labels(ph).assign(
             holdout=ph.holdout, cells=ph.n_cells, failed=ph.n_failed,

@@ -51,6 +51,7 @@ SCHEMA = pa.schema([
     ("model_path", pa.string()),
     ("fp32_model_path", pa.string()),
     ("augment", pa.string()),          # JSON of the augmentation config used
+    ("search", pa.string()),           # JSON of the settings a nested search chose, or null
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
     ("git_sha", pa.string()),

@@ -50,6 +50,7 @@ from signbart.config import (
 from signbart.data import open_dataset
 from signbart.errors import ConfigError
 from signbart.results import make_row, read_rows, write_rows
+from signbart.search import SearchSpec, apply, choose, plain, search_trial, validate
 from signbart.trial import QUANT_MODES, run_trial
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class SweepSpec:
     retries: int = 2
     baseline: bool = True
     ablation: dict = field(default_factory=dict)   # name -> AugmentConfig overrides
+    search: SearchSpec | None = None               # nested search per hold-out (search.py)
     smoke: dict = field(default_factory=dict)      # overrides applied by --smoke
 
     def __post_init__(self):
@@ -189,6 +191,12 @@ class Grid:
                 raise ConfigError(f"{path}: variant name {name!r} is also the name of "
                                   f"{variants[name]} (trial names must be unique)")
             variants[name] = path
+            if spec.search is not None:
+                validate(spec.search, to_dict(spec.train), to_dict(spec.qat),
+                         to_dict(load_variant(path)), f"{spec.name}")
+        if spec.search is not None and spec.train.val_signers < 1:
+            raise ConfigError(f"{spec.name}: search needs train.val_signers >= 1 (candidates "
+                              "are scored on inner-validation signers, never the held-out one)")
         spec.augments()
         return cls(tuple(holdouts), spec.seeds, variants,
                    {k: dict(v or {}) for k, v in spec.ablation.items()})
@@ -210,16 +218,26 @@ def _tune_trial_name(trial) -> str:
     return trial_name(trial.config)
 
 
+def search_key(holdout: str, variant: str) -> str:
+    return f"{holdout}-{variant}"
+
+
 def experiment_config(config: dict, out_dir: str) -> dict:
-    """The ``run_trial`` config of one Tune trial config."""
-    train = dict(config["train"])
+    """The ``run_trial`` config of one Tune trial config, with its hold-out's search choice."""
+    train, qat = dict(config["train"]), config["qat"]
+    variant = config["variants"][config["variant"]]
+    chosen = (config.get("chosen") or {}).get(search_key(config["holdout"], config["variant"]))
+    if chosen:
+        train, qat, variant = apply(chosen["params"], train, qat, to_dict(load_variant(variant)))
     if config.get("ablation"):
         train["augment"] = {**train["augment"], **config["ablations"][config["ablation"]]}
-    return {"data": config["data"], "variant": config["variants"][config["variant"]],
+    return {"data": config["data"], "variant": variant,
             "holdout": config["holdout"], "seed": config["seed"], "quant": config["quant"],
-            "train": train, "qat": config["qat"], "out_dir": out_dir, "sweep": config["sweep"],
+            "train": train, "qat": qat, "out_dir": out_dir, "sweep": config["sweep"],
             "trial_id": trial_name(config), "threads": config["threads"],
-            "baseline": config["baseline"]}
+            "baseline": config["baseline"],
+            "search": {k: chosen[k] for k in ("params", "val_accuracy", "val_signers")}
+            if chosen else {}}
 
 
 # ---------------------------------------------------------------- storage (path or URI)
@@ -385,7 +403,9 @@ class SweepSummary:
                          f"{e['fp32_epoch_s']:.2f} s" + (f", QAT epoch {e['qat_epoch_s']:.2f} s"
                                                          if e.get("qat_epoch_s") else ""))
             lines.append(f"  estimate: {e['trial_hours'] * 3600:.0f} s of training per trial, "
-                         f"{e['cpu_hours']:.2f} CPU-hours in all (training only; "
+                         + (f"{e['search_trainings']} search candidate(s) to train first, "
+                            if e.get("search_trainings") else "")
+                         + f"{e['cpu_hours']:.2f} CPU-hours in all (training only; "
                          f"{self.skipped} trial(s) already finished)")
             return "\n".join(lines)
         lines.append(f"  cells: {self.cells_ok} ok, {self.cells_failed} failed, "
@@ -454,8 +474,69 @@ def _connect(address: str | None) -> bool:
     return True
 
 
+def _search_trainable(config: dict) -> None:
+    search_trial(config, report=tune.report)
+
+
+def run_searches(spec: SweepSpec, grid: Grid, storage: str,
+                 max_concurrent: int | None) -> dict[str, dict]:
+    """One Tune search per (hold-out, variant), scored on that fold's inner-validation signers.
+
+    Each choice is stored in ``<storage>/<name>/search/<holdout>-<variant>.json`` and reused by
+    later runs (delete the file to search again). Returns ``search_key -> choice``.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    search = spec.search
+    path = _join(storage, spec.name)
+    trainable = tune.with_resources(_search_trainable, {"cpu": spec.resources.cpu,
+                                                        "gpu": spec.resources.gpu})
+    dataset = open_dataset(spec.data)
+    seed = spec.seeds[0]
+    chosen = {}
+    for holdout, (variant, variant_path) in itertools.product(grid.holdouts,
+                                                              grid.variants.items()):
+        key = search_key(holdout, variant)
+        uri = _join(path, "search", f"{key}.json")
+        previous = _read_json(uri)
+        if previous is not None:
+            chosen[key] = previous
+            continue
+        scheduler = (ASHAScheduler(time_attr="epoch", metric="best_val_accuracy", mode="max",
+                                   max_t=max(spec.train.epochs, search.grace_period),
+                                   grace_period=search.grace_period)
+                     if search.scheduler == "asha" else FIFOScheduler())
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"data": spec.data, "variant": to_dict(load_variant(variant_path)),
+                         "holdout": holdout, "seed": seed, "train": to_dict(spec.train),
+                         "qat": to_dict(spec.qat), "threads": spec.resources.threads,
+                         "params": search.param_space()},
+            tune_config=tune.TuneConfig(num_samples=search.num_samples, scheduler=scheduler,
+                                        search_alg=BasicVariantGenerator(random_state=search.seed),
+                                        max_concurrent_trials=max_concurrent),
+            run_config=tune.RunConfig(name=f"{spec.name}-search-{key}", storage_path=storage,
+                                      failure_config=tune.FailureConfig(max_failures=spec.retries)))
+        results = tuner.fit()
+        candidates = [{"index": i, "params": {k: plain(v) for k, v in r.config["params"].items()},
+                       "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
+                       "epochs": (r.metrics or {}).get("epoch"),
+                       "error": _error_text(r.error) if r.error is not None else None}
+                      for i, r in enumerate(results)]
+        best = choose(candidates)
+        fold = dataset.fold(holdout, spec.train.val_signers, seed)
+        chosen[key] = {"holdout": holdout, "variant": variant, "seed": seed,
+                       "val_signers": list(fold.val_signers), "params": best["params"],
+                       "val_accuracy": best["best_val_accuracy"], "candidates": candidates}
+        _write_json(uri, chosen[key])
+        log.info("search %s: chose %s (inner-val accuracy %.3f on %s)", key, best["params"],
+                 best["best_val_accuracy"], ", ".join(fold.val_signers))
+    return chosen
+
+
 def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
-           max_concurrent: int | None) -> tune.Tuner:
+           max_concurrent: int | None, chosen: dict | None = None) -> tune.Tuner:
     path = _join(storage, spec.name)
     trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpu,
                                                  "gpu": spec.resources.gpu})
@@ -475,7 +556,7 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
         "sweep": spec.name, "data": spec.data, "quant": list(spec.quant),
         "train": to_dict(spec.train), "qat": to_dict(spec.qat), "baseline": spec.baseline,
         "threads": spec.resources.threads, "variants": grid.variants, "ablations": grid.ablations,
-        "results": _join(path, "results"), "artifacts": path,
+        "results": _join(path, "results"), "artifacts": path, "chosen": chosen or {},
         "holdout": tune.grid_search(list(grid.holdouts)),
         "seed": tune.grid_search(list(grid.seeds)),
         "variant": tune.grid_search(list(grid.variants)),
@@ -508,7 +589,8 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
         return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
     started = _connect(address)
     try:
-        results = _tuner(spec, grid, storage, resume, max_concurrent).fit()
+        chosen = run_searches(spec, grid, storage, max_concurrent) if spec.search else None
+        results = _tuner(spec, grid, storage, resume, max_concurrent, chosen).fit()
         for result in results:
             if result.error is not None and result.config:
                 tid = trial_name(result.config)
@@ -555,8 +637,14 @@ def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
                + (spec.qat.epochs * measured["qat_epoch_s"] if "qat" in spec.quant else 0.0))
     todo = len(grid.trials()) - sum(_exists(_join(path, "results", f"{trial_name(t)}.parquet"))
                                     for t in grid.trials())
-    return {**measured, "trial_hours": seconds / 3600,
-            "cpu_hours": todo * seconds * spec.resources.cpu / 3600}
+    searches = 0
+    if spec.search is not None:
+        searches = spec.search.candidates() * sum(
+            not _exists(_join(path, "search", f"{search_key(h, v)}.json"))
+            for h in grid.holdouts for v in grid.variants)
+    search_hours = searches * spec.train.epochs * measured["fp32_epoch_s"] / 3600
+    return {**measured, "trial_hours": seconds / 3600, "search_trainings": searches,
+            "cpu_hours": (todo * seconds / 3600 + search_hours) * spec.resources.cpu}
 
 
 def _time_epochs(data: str, variant_path: str, holdout: str, seed: int, train_cfg: dict,
@@ -577,7 +665,8 @@ def _time_epochs(data: str, variant_path: str, holdout: str, seed: int, train_cf
             self.last = time.perf_counter() - self.t0
 
     variant = load_variant(variant_path)
-    tcfg = from_dict(TrainConfig, {**train_cfg, "epochs": 2, "early_stopping": 0}, "train")
+    tcfg = from_dict(TrainConfig, {**train_cfg, "epochs": 2, "early_stopping": 0,
+                                    "warmup_epochs": 0}, "train")
     dataset = open_dataset(data)
     fold = dataset.fold(holdout, tcfg.val_signers, seed)
     ticks = []

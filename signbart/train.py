@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from signbart.augment import make_augment
+from signbart.augment import hand_bank, make_augment
 from signbart.config import TrainConfig, VariantConfig
 from signbart.data import Dataset, Fold
 from signbart.errors import ConfigError
@@ -77,6 +77,19 @@ def sparse_ce(label_smoothing: float, num_labels: int):
     return loss
 
 
+def learning_rate(cfg: TrainConfig, n_train: int):
+    """The reference's constant rate (cut on plateaus by a callback), or a per-step cosine
+    decay after a linear warm-up: with a few hundred samples the last epochs at a tiny rate
+    settle the weights, so the epoch picked on the inner signers is not a noisy one."""
+    if cfg.schedule == "plateau":
+        return cfg.lr
+    steps = cfg.epochs * -(-n_train // cfg.batch_size)
+    warmup = cfg.warmup_epochs * -(-n_train // cfg.batch_size)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.lr / 100, decay_steps=max(1, steps - warmup), alpha=0.0,
+        warmup_target=cfg.lr, warmup_steps=warmup)
+
+
 class KeepBest(keras.callbacks.Callback):
     """Remember the weights of the best inner-validation epoch: highest accuracy, then lowest
     loss. Accuracy leads because on an unseen signer the loss of a model that is getting
@@ -123,7 +136,8 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     sel = Selection.of(variant, dataset.layout)
     keys = variant.keys(dataset.layout)
     left_hand = [i for i, k in enumerate(keys) if k.startswith("left_hand.")]
-    augment = make_augment(cfg.augment, sel.groups, sel.mirror, left_hand)
+    bank = hand_bank(train_prep.x, left_hand, seed=seed) if cfg.augment.hand_paste else None
+    augment = make_augment(cfg.augment, sel.groups, sel.mirror, left_hand, bank)
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
     val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if len(val_prep) else None
 
@@ -131,7 +145,7 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     params = count_params(model)
     log.info("SignBART %s: %d parameters, %d train / %d val samples", variant.name, params,
              len(train_prep), len(val_prep))
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=cfg.lr,
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(cfg, len(train_prep)),
                                                    weight_decay=cfg.weight_decay),
                   loss=sparse_ce(cfg.label_smoothing, model_cfg.num_labels),
                   metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
@@ -139,13 +153,15 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     monitor = prefix + "accuracy"
     keep = KeepBest(prefix)
     callbacks = [
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", factor=cfg.plateau_factor,
-                                          patience=cfg.plateau_patience, min_lr=cfg.min_lr),
         keep,
         keras.callbacks.CSVLogger(str(out_dir / "train_log.csv")),
         keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
     ]
+    if cfg.schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode="max", factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience, min_lr=cfg.min_lr))
     if cfg.early_stopping and val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=cfg.early_stopping))

@@ -45,6 +45,7 @@ class ExperimentConfig:
     trial_id: str = ""
     threads: int = 0            # TF intra/inter-op threads; 0 = leave TF's default
     baseline: bool = True       # also fit the cheap linear baseline on the same fold
+    search: dict = field(default_factory=dict)   # what a nested search chose (already applied)
 
     def __post_init__(self):
         bad = [q for q in self.quant if q not in QUANT_MODES]
@@ -75,6 +76,7 @@ def _metrics_row(cfg: ExperimentConfig, fold, dataset, quant: str, **fields) -> 
                     n_val=len(fold.val), n_test=len(fold.test), val_signers=list(fold.val_signers),
                     labels=list(dataset.labels), glosses=list(dataset.glosses),
                     augment=json.dumps(d["train"]["augment"], sort_keys=True),
+                    search=json.dumps(cfg.search, sort_keys=True) if cfg.search else None,
                     config=json.dumps(d, sort_keys=True), config_hash=config_hash(d), **fields)
 
 

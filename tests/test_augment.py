@@ -94,3 +94,27 @@ def test_prob_zero_changes_nothing():
     fn = A.make_augment(AugmentConfig(prob=0.0), SEL.groups, SEL.mirror, LEFT)
     out, m = fn(tf.constant(x), tf.constant(mask), tf.constant([1, 1], tf.int64))
     np.testing.assert_array_equal(out.numpy(), x)
+
+
+def test_hand_paste_shows_a_still_hand_only_where_it_was_missing():
+    x, mask = _sample()
+    x[:, LEFT] = 0.0
+    x[5:9, LEFT] = 0.3                                     # the hand is seen in frames 5-8
+    bank = A.hand_bank(np.stack([x]), LEFT, size=4, seed=0)
+    assert bank.shape == (4, 21, 2) and np.allclose(bank, 0.3)
+    fn = A.make_augment(AugmentConfig(prob=0.0, hand_paste=1.0), SEL.groups, SEL.mirror, LEFT,
+                        bank)
+    seed = tf.constant([3, 4], tf.int64)
+    out, m = (t.numpy() for t in fn(tf.constant(x), tf.constant(mask), seed))
+    pasted = np.r_[0:5, 9:40]
+    assert (out[pasted][:, LEFT] != 0).all()
+    assert np.abs(out[pasted][:, LEFT] - 0.3).max() < 0.1  # the bank's shape, slightly jittered
+    np.testing.assert_array_equal(out[5:9, LEFT], x[5:9, LEFT])
+    np.testing.assert_array_equal(out[40:], 0.0)           # padding stays padding
+    others = [i for i in range(65) if i not in LEFT]
+    np.testing.assert_array_equal(out[:, others], x[:, others])
+    np.testing.assert_array_equal(m, mask)
+    again = fn(tf.constant(x), tf.constant(mask), seed)[0].numpy()
+    np.testing.assert_array_equal(out, again)              # deterministic under a seed
+    with pytest.raises(ValueError, match="hand_paste needs"):
+        A.make_augment(AugmentConfig(hand_paste=0.5), SEL.groups, SEL.mirror, LEFT, None)

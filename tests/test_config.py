@@ -18,7 +18,7 @@ EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
               "arabic-asl-44kpts-hands-wrists": 44, "arabic-asl-44kpts-hands-shoulders": 44,
               "arabic-asl-46kpts-hands-shoulders-wrists": 46,
               "arabic-asl-48kpts-hands-shoulders-elbows-wrists": 48, "arabic-asl-90kpts": 90,
-              "lsa64-63kpts": 63}
+              "lsa64-63kpts": 63, "arabic-asl-65kpts-framed": 65}
 
 
 def test_every_literature_variant_is_present():

@@ -100,3 +100,57 @@ def test_variants_select_from_a_holistic_90_dataset(synth_dataset_90, name):
     variant = load_variant(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     p = prepare(open_dataset(synth_dataset_90), [0, 1], variant)
     assert p.x.shape[2] == variant.model_config().num_keypoints
+
+
+def _signer(shoulder_y, width, rest_hand_y, frames=6):
+    """A raw holistic-65 sample: shoulders at ``shoulder_y``, right hand signing at shoulder
+    height, left hand resting at ``rest_hand_y`` (in view when < 1)."""
+    lay = get_layout("holistic-65")
+    a = np.zeros((frames, 65, 3), np.float32)
+    ls, rs = lay.index("pose.left_shoulder"), lay.index("pose.right_shoulder")
+    a[:, ls, :2], a[:, rs, :2] = (0.5 + width / 2, shoulder_y), (0.5 - width / 2, shoulder_y)
+    left, right = lay.groups()["left_hand"], lay.groups()["right_hand"]
+    a[:, right, 0], a[:, right, 1] = np.linspace(0.40, 0.45, 21), shoulder_y
+    a[:, left, 0], a[:, left, 1] = np.linspace(0.60, 0.65, 21), rest_hand_y
+    return a, ls, rs, left, right
+
+
+def test_reframing_puts_shoulders_in_place_and_drops_hands_below_the_frame():
+    from signbart.config import FramingConfig
+    from signbart.preprocess import reframe
+
+    variant = VariantConfig(name="f", framing=FramingConfig(shoulder_y=0.6, shoulder_width=0.3))
+    sel = Selection.of(variant, get_layout("holistic-65"))
+    # framed high and small: resting hand at 0.9 is in the picture, but 1.3 once re-framed
+    high, ls, rs, left, right = _signer(shoulder_y=0.4, width=0.2, rest_hand_y=0.9)
+    out = reframe(high, sel)
+    np.testing.assert_allclose(out[:, ls, :2], np.tile([0.65, 0.6], (6, 1)), atol=1e-6)
+    np.testing.assert_allclose(out[:, rs, :2], np.tile([0.35, 0.6], (6, 1)), atol=1e-6)
+    np.testing.assert_array_equal(out[:, left], 0.0)                    # out of view now
+    np.testing.assert_allclose(out[:, right, 1], 0.6, atol=1e-6)        # signing hand kept
+    assert (high[:, left, :2] != 0).all()                               # input untouched
+    # missing points stay missing; a sample without shoulders is left as it is
+    high[2, right[0]] = 0.0
+    assert (reframe(high, sel)[2, right[0]] == 0).all()
+    no_shoulders = high.copy()
+    no_shoulders[:, [ls, rs]] = 0.0
+    np.testing.assert_array_equal(reframe(no_shoulders, sel), no_shoulders)
+    # two signers framed differently become the same model input
+    low, *_ = _signer(shoulder_y=0.6, width=0.3, rest_hand_y=1.2)
+    low[:, left] = 0.0                                                  # below the frame: unseen
+    high, *_ = _signer(shoulder_y=0.4, width=0.2, rest_hand_y=0.9)
+    a, b = (prepare_arrays([s], [0], sel, max_frames=8).x for s in (high, low))
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    unframed = Selection.of(VariantConfig(name="v"), get_layout("holistic-65"))
+    assert not np.allclose(prepare_arrays([high], [0], unframed, 8).x,
+                           prepare_arrays([low], [0], unframed, 8).x, atol=1e-3)
+
+
+def test_framing_config_is_validated():
+    from signbart.config import FramingConfig, from_dict
+    from signbart.errors import ConfigError
+
+    with pytest.raises(ValueError, match="shoulder_y must be in"):
+        FramingConfig(shoulder_y=1.2)
+    with pytest.raises(ConfigError, match=r"v\.yaml\.framing: shoulder_width must be in"):
+        from_dict(VariantConfig, {"name": "v", "framing": {"shoulder_width": 0}}, "v.yaml")

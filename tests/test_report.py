@@ -293,3 +293,20 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
               url)
     with Image.open(shot) as im:
         assert im.size == (1280, 2400)
+
+
+def test_nested_search_choices_are_listed_per_holdout(tmp_path):
+    choice = {"params": {"train.lr": 0.001, "model.decoder_layerdrop": 0.1},
+              "val_accuracy": 0.875, "val_signers": ["u3"]}
+    rows = [row("s", h, s, "fp32", 0.9, search=json.dumps({**choice, "val_signers": [v]}))
+            for h, v in (("A", "u3"), ("B", "u4")) for s in (0, 1)]
+    rows.append(row("s", "C", 0, "fp32", 0.9))                 # a trial without a search
+    write_rows(rows, str(tmp_path / "s/results/r.parquet"))
+    s = report.summarize(report.load([str(tmp_path / "s")]))
+    assert s.search.to_dict("records") == [
+        {"variant": "v", "holdout": h, "chosen": "model.decoder_layerdrop=0.1, train.lr=0.001",
+         "inner_val_top1": 0.875, "inner_val_signers": v} for h, v in (("A", "u3"), ("B", "u4"))]
+    paths = report.build_report([str(tmp_path / "s")], str(tmp_path / "out"))
+    md = Path(paths.markdown).read_text()
+    assert "## Nested search" in md and "| v | B | model.decoder_layerdrop=0.1" in md
+    assert Path(paths.csv["search"]).is_file()

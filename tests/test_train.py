@@ -80,3 +80,18 @@ def test_short_training_beats_chance_on_an_unseen_signer(synth_dataset, tmp_path
     assert list(log.columns[:3]) == ["epoch", "accuracy", "loss"] and len(log) == 40
     assert "val_loss" in log.columns
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    from signbart.train import learning_rate
+
+    assert learning_rate(TrainConfig(lr=1e-3), 100) == 1e-3          # plateau: a constant
+    cfg = TrainConfig(lr=1e-3, epochs=10, batch_size=10, schedule="cosine", warmup_epochs=2)
+    sched = learning_rate(cfg, 95)                                   # 10 steps per epoch
+    lr = [float(sched(s)) for s in (0, 10, 20, 60, 100)]
+    assert lr[0] == pytest.approx(1e-5) and lr[1] < lr[2] == pytest.approx(1e-3)
+    assert lr[2] > lr[3] > lr[4] and lr[4] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ConfigError, match=r"t\.yaml: schedule must be one of plateau, cosine"):
+        from_dict(TrainConfig, {"schedule": "step"}, "t.yaml")
+    with pytest.raises(ConfigError, match="warmup_epochs .3. must be < epochs .3."):
+        from_dict(TrainConfig, {"schedule": "cosine", "epochs": 3, "warmup_epochs": 3}, "t.yaml")

@@ -1,0 +1,183 @@
+"""Hyper-parameter search that never looks at the held-out signer (nested LOSO).
+
+A sweep spec's ``search:`` section names a space of settings (``train.*``, ``qat.*``,
+``model.*``). Before the grid runs, each outer hold-out gets its own Ray Tune search: every
+candidate trains on that fold's training signers and is scored on its inner-validation signers
+only, while the held-out signer stays sealed in the dataset. The best candidate's settings are
+then used by that hold-out's grid trials, and every result row records them. Choosing per
+hold-out (instead of once for the whole sweep) is what keeps each signer's test score free of
+choices made on that signer's own data.
+
+``search_trial`` is a plain function of a config dict; Ray Tune is only the fan-out around it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from signbart.config import QATConfig, TrainConfig, from_dict
+from signbart.errors import ConfigError
+
+SECTIONS = ("train", "qat", "model")
+DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
+SCHEDULERS = ("fifo", "asha")
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """The ``search:`` section of a sweep spec (see ``sweeps/README.md``)."""
+
+    space: dict = field(default_factory=dict)   # "train.lr": {"loguniform": [1e-4, 2e-3]}
+    num_samples: int = 8          # random draws per outer hold-out (each covers every grid point)
+    scheduler: str = "fifo"       # "asha" stops weak candidates early, on inner-val accuracy
+    grace_period: int = 10        # epochs every candidate runs before ASHA may stop it
+    seed: int = 0                 # seeds the candidate sampling; the same seed, the same space
+
+    def __post_init__(self):
+        if not isinstance(self.space, dict) or not self.space:
+            raise ValueError("space: must map settings to distributions, e.g. "
+                             "train.lr: {loguniform: [1.0e-4, 2.0e-3]}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got "
+                             f"{self.scheduler!r}")
+        if self.grace_period < 1:
+            raise ValueError(f"grace_period must be >= 1, got {self.grace_period}")
+        for key, dist in self.space.items():
+            _check_distribution(key, dist)
+
+    def param_space(self) -> dict:
+        """Tune's sampling objects for the space, keyed by the dotted setting name."""
+        from ray import tune
+
+        out = {}
+        for key, dist in self.space.items():
+            (kind, args), = dist.items()
+            out[key] = {"grid": lambda a: tune.grid_search(list(a)),
+                        "choice": lambda a: tune.choice(list(a)),
+                        "uniform": lambda a: tune.uniform(*a),
+                        "loguniform": lambda a: tune.loguniform(*a),
+                        "randint": lambda a: tune.randint(a[0], a[1] + 1)}[kind](args)
+        return out
+
+    def candidates(self) -> int:
+        """Candidates per hold-out: ``num_samples`` times the product of the grid sizes."""
+        return self.num_samples * math.prod(len(d["grid"]) for d in self.space.values()
+                                            if "grid" in d)
+
+    def corners(self) -> list[dict]:
+        """Each end of every range (first and last choice), for validating the space."""
+        lows, highs = {}, {}
+        for key, dist in self.space.items():
+            (kind, args), = dist.items()
+            lows[key], highs[key] = args[0], args[-1]
+        return [lows, highs]
+
+
+def _check_distribution(key, dist) -> None:
+    if not isinstance(key, str) or key.split(".", 1)[0] not in SECTIONS or "." not in key:
+        raise ValueError(f"space: {key!r} must be <section>.<field> with section one of "
+                         f"{', '.join(SECTIONS)} (e.g. train.lr, model.dropout)")
+    if not isinstance(dist, dict) or len(dist) != 1 or next(iter(dist)) not in DISTRIBUTIONS:
+        raise ValueError(f"space.{key}: expected one of {{{', '.join(DISTRIBUTIONS)}: ...}}, "
+                         f"got {dist!r}")
+    (kind, args), = dist.items()
+    if not isinstance(args, list) or not args:
+        raise ValueError(f"space.{key}.{kind}: expected a non-empty list, got {args!r}")
+    if kind in ("grid", "choice"):
+        return
+    if len(args) != 2 or any(isinstance(a, bool) or not isinstance(a, (int, float)) for a in args):
+        raise ValueError(f"space.{key}.{kind}: expected [low, high], got {args!r}")
+    if not args[0] < args[1]:
+        raise ValueError(f"space.{key}.{kind}: low must be < high, got {args!r}")
+    if kind == "loguniform" and args[0] <= 0:
+        raise ValueError(f"space.{key}.loguniform: low must be > 0, got {args[0]}")
+    if kind == "randint" and not all(isinstance(a, int) for a in args):
+        raise ValueError(f"space.{key}.randint: expected integers, got {args!r}")
+
+
+def plain(value):
+    """Tune hands back numpy scalars; rows and JSON want Python numbers."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def apply(params: dict, train: dict, qat: dict, variant: dict) -> tuple[dict, dict, dict]:
+    """Copies of the train/qat/variant dicts with dotted ``params`` set
+    (``model.*`` lands in the variant's model overrides)."""
+    out = {"train": json.loads(json.dumps(train)), "qat": json.loads(json.dumps(qat)),
+           "model": json.loads(json.dumps(variant.get("model") or {}))}
+    for key, value in params.items():
+        section, *path = key.split(".")
+        node = out[section]
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = plain(value)
+    return out["train"], out["qat"], {**variant, "model": out["model"]}
+
+
+def validate(search: SearchSpec, train: dict, qat: dict, variant: dict, where: str) -> None:
+    """Fail before anything runs if a setting in the space does not exist or is out of range."""
+    from signbart.config import variant_from_dict
+
+    for corner in search.corners():
+        t, q, v = apply(corner, train, qat, variant)
+        try:
+            from_dict(TrainConfig, t, f"{where}: search.space -> train")
+            from_dict(QATConfig, q, f"{where}: search.space -> qat")
+            variant_from_dict(v).model_config(f"{where}: search.space -> model")
+        except ConfigError as e:
+            raise ConfigError(str(e)) from None
+
+
+def search_trial(config: dict, report) -> float:
+    """Train one candidate on ``config['holdout']``'s fold and score it on the inner signers.
+
+    ``report`` gets ``{epoch, val_accuracy, best_val_accuracy}`` after every epoch (what ASHA
+    reads). The held-out signer is sealed for the whole call; nothing here ever tests on it.
+    Returns the best inner-validation accuracy (the checkpoint a grid trial would keep).
+    """
+    from signbart.config import variant_from_dict
+    from signbart.tfkeras import set_threads
+
+    if config.get("threads"):
+        set_threads(config["threads"])
+    import tempfile
+
+    from signbart.data import open_dataset
+    from signbart.train import train
+
+    t, _, v = apply(config["params"], config["train"], config["qat"], config["variant"])
+    tcfg = from_dict(TrainConfig, t, "search candidate: train")
+    if tcfg.val_signers < 1:
+        raise ConfigError("search: train.val_signers must be >= 1 (candidates are scored on "
+                          "inner-validation signers, never on the held-out one)")
+    variant = variant_from_dict(v)
+    dataset = open_dataset(config["data"])
+    fold = dataset.fold(config["holdout"], tcfg.val_signers, config["seed"])
+    best = -math.inf
+
+    def per_epoch(metrics):
+        nonlocal best
+        best = max(best, metrics.get("val_accuracy", -math.inf))
+        report({"epoch": metrics["epoch"], "val_accuracy": metrics.get("val_accuracy"),
+                "best_val_accuracy": best})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset.seal([fold.holdout])
+        try:
+            train(tcfg, variant, dataset, fold, tmp, config["seed"], report=per_epoch)
+        finally:
+            dataset.unseal()
+    return best
+
+
+def choose(candidates: list[dict]) -> dict:
+    """The candidate with the highest inner-validation accuracy; ties go to the earliest."""
+    scored = [c for c in candidates if c.get("best_val_accuracy") is not None]
+    if not scored:
+        raise RuntimeError("search: no candidate finished an epoch")
+    return max(scored, key=lambda c: (c["best_val_accuracy"], -c["index"]))
+
