@@ -181,8 +181,9 @@ def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant, bank=Non
             active = _rand(seed, 102) < cfg.prob
             for i, fn in enumerate(reference):
                 sub = seed + [0, 1000 * (i + 1)]
-                x, mask = tf.cond(active & chosen[i], lambda fn=fn, sub=sub: fn(x, mask, sub),
-                                  lambda: (x, mask))
+                x, mask = tf.cond(active & chosen[i],
+                                  lambda fn=fn, sub=sub, x=x, mask=mask: fn(x, mask, sub),
+                                  lambda x=x, mask=mask: (x, mask))
         if cfg.speed is not None:
             lo, hi = cfg.speed
             x, mask = time_scale(x, mask, _rand(seed, 200, lo=lo, hi=hi))

@@ -69,12 +69,11 @@ class SearchSpec:
                                             if "grid" in d)
 
     def corners(self) -> list[dict]:
-        """Each end of every range (first and last choice), for validating the space."""
-        lows, highs = {}, {}
-        for key, dist in self.space.items():
-            (kind, args), = dist.items()
-            lows[key], highs[key] = args[0], args[-1]
-        return [lows, highs]
+        """Settings that together cover every listed value and both ends of every range, for
+        validating the space before anything trains."""
+        values = {key: next(iter(dist.values())) for key, dist in self.space.items()}
+        n = max(len(v) for v in values.values())
+        return [{key: v[min(i, len(v) - 1)] for key, v in values.items()} for i in range(n)]
 
 
 def _check_distribution(key, dist) -> None:
