@@ -37,7 +37,7 @@ from signbart.quantize import to_tflite
 from signbart.sweep import load_spec
 from signbart.synth import synthesize
 from signbart.tfkeras import keras, seed_everything, tf
-from signbart.train import make_dataset, sparse_ce
+from signbart.train import fold_augment, make_dataset, sparse_ce
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,8 +108,7 @@ def main():
         cfg = spec.train
         framed = load_variant(spec.variants[0])
         short = prepare(ds, idx, framed, cfg.max_frames)
-        left = [i for i, k in enumerate(framed.keys(ds.layout)) if k.startswith("left_hand.")]
-        published = make_augment(cfg.augment, sel.groups, sel.mirror, left)
+        published = fold_augment(cfg, framed, ds.layout, short, seed=0)
         figures["published_samples_per_s"] = samples_per_second(
             fresh_model(variant), make_dataset(short, cfg.batch_size, 0, published).repeat(),
             args.samples * 2, cfg.batch_size)

@@ -118,6 +118,16 @@ class ReportEpochs(keras.callbacks.Callback):
         self.report({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
 
 
+def fold_augment(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
+                 seed: int):
+    """The training augmentation for one fold; ``hand_paste`` draws its hands from that fold's
+    own training frames, so the bank is built here rather than in the config."""
+    sel = Selection.of(variant, layout)
+    left_hand = [i for i, k in enumerate(variant.keys(layout)) if k.startswith("left_hand.")]
+    bank = hand_bank(train_prep.x, left_hand, seed=seed) if cfg.augment.hand_paste else None
+    return make_augment(cfg.augment, sel.groups, sel.mirror, left_hand, bank)
+
+
 def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold, out_dir,
           seed: int, report=None) -> TrainResult:
     """Train on ``fold.train``, choose on ``fold.val``; never reads ``fold.test``."""
@@ -133,11 +143,7 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     dataset.seal([fold.holdout])
     train_prep = prepare(dataset, fold.train, variant, cfg.max_frames)
     val_prep = prepare(dataset, fold.val, variant, cfg.max_frames)
-    sel = Selection.of(variant, dataset.layout)
-    keys = variant.keys(dataset.layout)
-    left_hand = [i for i, k in enumerate(keys) if k.startswith("left_hand.")]
-    bank = hand_bank(train_prep.x, left_hand, seed=seed) if cfg.augment.hand_paste else None
-    augment = make_augment(cfg.augment, sel.groups, sel.mirror, left_hand, bank)
+    augment = fold_augment(cfg, variant, dataset.layout, train_prep, seed)
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
     val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if len(val_prep) else None
 
