@@ -6,7 +6,8 @@ import argparse
 import json
 import os
 import platform
-from pathlib import Path
+
+from signbart.storage import write_text
 
 
 def parser(description: str, default_out: str) -> argparse.ArgumentParser:
@@ -21,8 +22,4 @@ def write(out: str, figures: dict) -> None:
                                       "processor": platform.processor() or platform.machine()}}
     text = json.dumps(figures, indent=1)
     print(text)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text(out, text)

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,38 +25,12 @@ import pandas as pd
 
 from signbart.errors import DatasetError, LeakError
 from signbart.layouts import Layout
+from signbart.storage import write_npy, write_parquet, write_text
 
 DEFAULT_PATTERN = r"(?P<signer>[A-Za-z]+\d+)_(?P<label>[A-Za-z0-9]+)_(?P<repetition>[A-Za-z]*\d+)"
 MANIFEST_COLUMNS = ["sample_id", "signer", "label", "repetition", "n_frames", "source",
                     "mirrored", "shard", "offset", "source_size", "source_mtime"]
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
-
-
-def _atomic_write_parquet(path: Path, df: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------- metadata from file names
 
 def parse_metadata(path: Path, root: Path | None = None, pattern: str | None = None) -> dict:
     """signer, label and repetition of a video or sample file.
@@ -139,7 +111,7 @@ class DatasetWriter:
             self._next_shard = 0
         self._ids = {r["sample_id"] for r in self._rows}
         (self.out / "arrays").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out / "dataset.json", json.dumps({
+        write_text(self.out / "dataset.json", json.dumps({
             "format": "signbart-dataset/1", "description": description,
             "synthetic": synthetic, "layout": layout.to_dict()}, indent=1))
 
@@ -174,8 +146,8 @@ class DatasetWriter:
         for meta, kp in self._pending:
             meta.update(shard=shard, offset=offset)
             offset += len(kp)
-        _atomic_save_npy(self.out / "arrays" / f"shard-{shard:05d}.npy",
-                         np.concatenate([kp for _, kp in self._pending]))
+        write_npy(self.out / "arrays" / f"shard-{shard:05d}.npy",
+                  np.concatenate([kp for _, kp in self._pending]))
         self._rows += [meta for meta, _ in self._pending]
         self._pending = []
         self._next_shard += 1
@@ -189,9 +161,9 @@ class DatasetWriter:
             raise DatasetError(f"{self.out}: label {missing[0]!r} is not in the given labels")
         g = self._glosses or {}
         glosses = list(g) if isinstance(g, list) else [g.get(lab, lab) for lab in labels]
-        atomic_write_text(self.out / "labels.json", json.dumps(
+        write_text(self.out / "labels.json", json.dumps(
             {"labels": labels, "glosses": glosses}, indent=1, ensure_ascii=False))
-        _atomic_write_parquet(self.out / "manifest.parquet", df)
+        write_parquet(self.out / "manifest.parquet", df)
 
     def close(self) -> None:
         self.flush()

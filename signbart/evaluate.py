@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from signbart.config import VariantConfig, load_variant, variant_from_dict
-from signbart.data import Dataset, atomic_write_text, open_dataset
+from signbart.data import Dataset, open_dataset
 from signbart.errors import UserError
 from signbart.preprocess import prepare
 from signbart.quantize import INPUTS, load_interpreter
+from signbart.storage import write_text
 from signbart.tfkeras import tf
 
 log = logging.getLogger(__name__)
@@ -320,5 +321,5 @@ def evaluate_tflite_file(model_path, variant: VariantConfig | str | Path | None,
              model_path, holdout or "all signers", len(data), result["top1"], result["top5"],
              result["macro_f1"], result["latency_ms_p50"])
     if out_json is not None:
-        atomic_write_text(Path(out_json), json.dumps(result, indent=1))
+        write_text(out_json, json.dumps(result, indent=1))
     return result

@@ -30,13 +30,13 @@ import pandas as pd
 
 from signbart.data import (
     DatasetWriter,
-    atomic_write_bytes,
     parse_metadata,
     read_glosses_csv,
     read_signers_csv,
 )
 from signbart.errors import DatasetError, UserError
 from signbart.layouts import Layout, get_layout, import_mediapipe_solutions
+from signbart.storage import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -369,8 +369,7 @@ def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = 
                 frames, ok, busy = _run(jobs, writer, layout_obj, workers, address, flip,
                                         failures, nodes, _Progress(len(jobs), progress))
     finally:
-        atomic_write_bytes(out / FAILURES_FILE, pd.DataFrame(
-            failures, columns=["file", "reason"]).to_parquet(index=False))
+        write_parquet(out / FAILURES_FILE, pd.DataFrame(failures, columns=["file", "reason"]))
     summary = ExtractSummary(out, ok, skipped, frames, time.perf_counter() - start, busy,
                              tuple(failures), nodes)
     log.info("extracted %d videos (%d frames) in %.1f s; %d failed, %d skipped",

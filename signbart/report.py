@@ -17,7 +17,6 @@ import io
 import itertools
 import json
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -30,9 +29,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from signbart.data import atomic_write_bytes, atomic_write_text
 from signbart.errors import UserError
 from signbart.results import CELL_KEYS, read_rows
+from signbart.storage import filesystem, write_bytes, write_text
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +53,7 @@ AUGMENT_SWITCHES = ("prob", "flip", "hand_drop", "hand_paste", "frame_drop", "af
 
 def _result_files(inp: str) -> list[str]:
     """Parquet files of one input: a file, a ``results/`` folder, a sweep or a storage dir."""
-    fs, root = ((pafs.FileSystem.from_uri(inp)) if "://" in inp
-                else (pafs.LocalFileSystem(), os.path.abspath(inp)))
+    fs, root = filesystem(inp)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise UserError(f"{inp}: no such file or directory")
@@ -778,16 +776,16 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS) -> ReportPath
     if "csv" in formats:
         for name, table in s.csv_tables().items():
             paths.csv[name] = str(out / f"{name}.csv")
-            atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+            write_text(out / f"{name}.csv", table.to_csv(index=False))
     pictures = draw(s) if {"md", "html"} & set(formats) else []
     if "md" in formats:
         for p in pictures:
-            atomic_write_bytes(out / p.path, p.png)
+            write_bytes(out / p.path, p.png)
             paths.images.append(str(out / p.path))
         paths.markdown = str(out / "summary.md")
-        atomic_write_text(out / "summary.md", render_markdown(s, pictures))
+        write_text(out / "summary.md", render_markdown(s, pictures))
     if "html" in formats:
         paths.html = str(out / "report.html")
-        atomic_write_text(out / "report.html", render_html(s, pictures))
+        write_text(out / "report.html", render_html(s, pictures))
     log.info("report: wrote %s", out)
     return paths

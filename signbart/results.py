@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from signbart import __version__
+from signbart.storage import filesystem, write_parquet
 
 SCHEMA = pa.schema([
     ("sweep", pa.string()),
@@ -92,22 +90,14 @@ def write_rows(rows: list[dict], path: str) -> str:
     """Write rows to ``path`` (local path or URI) atomically: temp file, then rename."""
     table = pa.Table.from_pylist([make_row(**r) if set(r) != set(COLUMNS) else r for r in rows],
                                  schema=SCHEMA)
-    fs, p = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(),
-                                                                   os.path.abspath(path))
-    parent = p.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp, filesystem=fs)
-    fs.move(tmp, p)
-    return path
+    return write_parquet(path, table)
 
 
 def read_rows(paths: list[str]) -> pa.Table:
     """Concatenate result files, unifying to SCHEMA (columns missing in old files become null)."""
     tables = []
     for path in paths:
-        fs, p = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(),
-                                                                       os.path.abspath(path))
+        fs, p = filesystem(path)
         t = pq.read_table(p, filesystem=fs)
         cols = [t.column(n).cast(SCHEMA.field(n).type) if n in t.column_names
                 else pa.nulls(len(t), SCHEMA.field(n).type) for n in COLUMNS]

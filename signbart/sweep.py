@@ -29,7 +29,6 @@ import re
 import socket
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +50,7 @@ from signbart.data import open_dataset
 from signbart.errors import ConfigError
 from signbart.results import make_row, read_rows, write_rows
 from signbart.search import SearchSpec, apply, choose, plain, search_trial, validate
+from signbart.storage import exists, filesystem, join, read_json, remove, rows_uri, write_json
 from signbart.trial import QUANT_MODES, run_trial
 
 log = logging.getLogger(__name__)
@@ -242,46 +242,6 @@ def experiment_config(config: dict, out_dir: str) -> dict:
 
 # ---------------------------------------------------------------- storage (path or URI)
 
-def _join(root: str, *parts: str) -> str:
-    return "/".join([root.rstrip("/"), *parts])
-
-
-def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def _exists(uri: str) -> bool:
-    fs, path = _fs(uri)
-    return fs.get_file_info(path).type != pafs.FileType.NotFound
-
-
-def _remove(uri: str) -> None:
-    fs, path = _fs(uri)
-    if fs.get_file_info(path).type != pafs.FileType.NotFound:
-        fs.delete_file(path)
-
-
-def _write_json(uri: str, obj) -> None:
-    fs, path = _fs(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
-    tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"
-    with fs.open_output_stream(tmp) as f:
-        f.write(json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
-    fs.move(tmp, path)
-
-
-def _read_json(uri: str):
-    fs, path = _fs(uri)
-    try:
-        with fs.open_input_stream(path) as f:
-            return json.loads(f.read())
-    except (FileNotFoundError, OSError, json.JSONDecodeError):
-        return None
-
-
 def _storage_root(storage: str | None) -> str:
     """Tune wants an absolute local path or a URI."""
     storage = storage or DEFAULT_STORAGE
@@ -290,7 +250,7 @@ def _storage_root(storage: str | None) -> str:
 
 def _persist(rows: list[dict], local_dir: str, uri: str) -> list[dict]:
     """Upload a trial's artifacts to URI storage and point its rows at the uploaded copies."""
-    fs, path = _fs(uri)
+    fs, path = filesystem(uri)
     fs.create_dir(path, recursive=True)
     pafs.copy_files(local_dir, path, destination_filesystem=fs)
     local = local_dir.rstrip("/")
@@ -310,25 +270,25 @@ def _trainable(config: dict) -> None:
     """One Tune trial: rebuild the config, run_trial (TF is imported there, in the worker),
     write the rows, report them. A trial whose rows already exist just re-reports them."""
     tid = trial_name(config)
-    rows_uri = _join(config["results"], f"{tid}.parquet")
-    trained = not _exists(rows_uri)
+    done = rows_uri(config["results"], tid)
+    trained = not exists(done)
     if trained:
-        node_uri = _join(config["results"], f"{tid}.node.json")
+        node_uri = join(config["results"], f"{tid}.node.json")
         attempt, cpu = {**_node(), "started": time.time()}, time.process_time()
-        attempts = (_read_json(node_uri) or []) + [attempt]
-        _write_json(node_uri, attempts)  # where each attempt ran: retries move between nodes
+        attempts = (read_json(node_uri) or []) + [attempt]
+        write_json(node_uri, attempts)  # where each attempt ran: retries move between nodes
         remote = "://" in config["artifacts"]
         out_dir = (tune.get_context().get_trial_dir() if remote
-                   else _join(config["artifacts"], tid))
+                   else join(config["artifacts"], tid))
         rows = run_trial(experiment_config(config, out_dir), report=tune.report)
         if remote:
-            rows = _persist(rows, out_dir, _join(config["artifacts"], tid))
-        write_rows(rows, rows_uri)
-        _remove(_join(config["results"], f"{tid}.failed.parquet"))
+            rows = _persist(rows, out_dir, join(config["artifacts"], tid))
+        write_rows(rows, done)
+        remove(rows_uri(config["results"], tid, failed=True))
         attempt.update(seconds=time.time() - attempt["started"],
                        cpu_seconds=time.process_time() - cpu)
-        _write_json(node_uri, attempts)
-    rows = read_rows([rows_uri]).to_pylist()
+        write_json(node_uri, attempts)
+    rows = read_rows([done]).to_pylist()
     tune.report({"trained": trained, "node_id": _node()["node_id"], **_row_metrics(rows)})
 
 
@@ -434,7 +394,7 @@ def _describe(spec: SweepSpec, grid: Grid) -> str:
 
 def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=None
                ) -> SweepSummary:
-    results = _join(path, "results")
+    results = join(path, "results")
     counts = dict.fromkeys(("cells_ok", "cells_failed", "cells_missing", "baseline_ok",
                             "baseline_failed"), 0)
     errors = {}
@@ -442,8 +402,8 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
     if estimate is None:
         for t in trials:
             tid = trial_name(t)
-            files = [u for u in (_join(results, f"{tid}.parquet"),
-                                 _join(results, f"{tid}.failed.parquet")) if _exists(u)]
+            files = [u for u in (rows_uri(results, tid),
+                                 rows_uri(results, tid, failed=True)) if exists(u)]
             rows = read_rows(files[:1]).to_pylist() if files else []
             whole = bool(files) and files[0].endswith(".failed.parquet")  # the trial itself
             signbart = [r for r in rows if r["model_kind"] == "signbart"]
@@ -489,7 +449,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     search = spec.search
-    path = _join(storage, spec.name)
+    path = join(storage, spec.name)
     trainable = tune.with_resources(_search_trainable, {"cpu": spec.resources.cpu,
                                                         "gpu": spec.resources.gpu})
     dataset = open_dataset(spec.data)
@@ -498,8 +458,8 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
     for holdout, (variant, variant_path) in itertools.product(grid.holdouts,
                                                               grid.variants.items()):
         key = search_key(holdout, variant)
-        uri = _join(path, "search", f"{key}.json")
-        previous = _read_json(uri)
+        uri = join(path, "search", f"{key}.json")
+        previous = read_json(uri)
         if previous is not None:
             chosen[key] = previous
             continue
@@ -529,7 +489,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
         chosen[key] = {"holdout": holdout, "variant": variant, "seed": seed,
                        "val_signers": list(fold.val_signers), "params": best["params"],
                        "val_accuracy": best["best_val_accuracy"], "candidates": candidates}
-        _write_json(uri, chosen[key])
+        write_json(uri, chosen[key])
         log.info("search %s: chose %s (inner-val accuracy %.3f on %s)", key, best["params"],
                  best["best_val_accuracy"], ", ".join(fold.val_signers))
     return chosen
@@ -537,11 +497,11 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
 
 def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
            max_concurrent: int | None, chosen: dict | None = None) -> tune.Tuner:
-    path = _join(storage, spec.name)
+    path = join(storage, spec.name)
     trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpu,
                                                  "gpu": spec.resources.gpu})
     spec_hash = config_hash(to_dict(spec))
-    previous = _read_json(_join(path, "sweep.json")) or {}
+    previous = read_json(join(path, "sweep.json")) or {}
     if previous.get("hash") not in (None, spec_hash):
         log.warning("%s: the spec changed since this sweep was started; finished cells keep "
                     "their results (use a new name to redo them)", spec.name)
@@ -551,12 +511,12 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
     if resume:
         log.info("%s: no matching Tune state to restore; starting over, skipping finished "
                  "trials", path)
-    _write_json(_join(path, "sweep.json"), {"hash": spec_hash, "spec": to_dict(spec)})
+    write_json(join(path, "sweep.json"), {"hash": spec_hash, "spec": to_dict(spec)})
     param_space = {
         "sweep": spec.name, "data": spec.data, "quant": list(spec.quant),
         "train": to_dict(spec.train), "qat": to_dict(spec.qat), "baseline": spec.baseline,
         "threads": spec.resources.threads, "variants": grid.variants, "ablations": grid.ablations,
-        "results": _join(path, "results"), "artifacts": path, "chosen": chosen or {},
+        "results": join(path, "results"), "artifacts": path, "chosen": chosen or {},
         "holdout": tune.grid_search(list(grid.holdouts)),
         "seed": tune.grid_search(list(grid.seeds)),
         "variant": tune.grid_search(list(grid.variants)),
@@ -582,8 +542,8 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
     spec = load_spec(spec_path, smoke=smoke)
     grid = Grid.of(spec)
     storage = _storage_root(storage)
-    path = _join(storage, spec.name)
-    finished = sum(_exists(_join(path, "results", f"{trial_name(t)}.parquet"))
+    path = join(storage, spec.name)
+    finished = sum(exists(rows_uri(join(path, "results"), trial_name(t)))
                    for t in grid.trials())
     if dry_run:
         return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
@@ -594,9 +554,9 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
         for result in results:
             if result.error is not None and result.config:
                 tid = trial_name(result.config)
-                if not _exists(_join(path, "results", f"{tid}.parquet")):
+                if not exists(rows_uri(join(path, "results"), tid)):
                     write_rows(_failed_rows(result.config, _error_text(result.error)),
-                               _join(path, "results", f"{tid}.failed.parquet"))
+                               rows_uri(join(path, "results"), tid, failed=True))
     finally:
         if started:
             ray.shutdown()
@@ -621,8 +581,8 @@ def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
                        "train": {**to_dict(spec.train), "epochs": 0},
                        "qat": {**to_dict(spec.qat), "epochs": 0} if "qat" in spec.quant else None,
                        "threads": spec.resources.threads, "host": socket.gethostname()})
-    cache = _join(path, "epoch_time.json")
-    measured = _read_json(cache)
+    cache = join(path, "epoch_time.json")
+    measured = read_json(cache)
     if not measured or measured.get("key") != key:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
@@ -632,15 +592,15 @@ def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
                                    spec.resources.threads).result()
         measured.update(key=key, host=socket.gethostname(), threads=spec.resources.threads,
                         variant=trial["variant"])
-        _write_json(cache, measured)
+        write_json(cache, measured)
     seconds = (spec.train.epochs * measured["fp32_epoch_s"]
                + (spec.qat.epochs * measured["qat_epoch_s"] if "qat" in spec.quant else 0.0))
-    todo = len(grid.trials()) - sum(_exists(_join(path, "results", f"{trial_name(t)}.parquet"))
+    todo = len(grid.trials()) - sum(exists(rows_uri(join(path, "results"), trial_name(t)))
                                     for t in grid.trials())
     searches = 0
     if spec.search is not None:
         searches = spec.search.candidates() * sum(
-            not _exists(_join(path, "search", f"{search_key(h, v)}.json"))
+            not exists(join(path, "search", f"{search_key(h, v)}.json"))
             for h in grid.holdouts for v in grid.variants)
     search_hours = searches * spec.train.epochs * measured["fp32_epoch_s"] / 3600
     return {**measured, "trial_hours": seconds / 3600, "search_trainings": searches,

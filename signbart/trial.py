@@ -114,15 +114,16 @@ def run_trial(config: dict, report=None) -> list[dict]:
         from signbart.tfkeras import set_threads
         set_threads(cfg.threads)
     from signbart import evaluate, quantize
-    from signbart.data import atomic_write_bytes, atomic_write_text, open_dataset
+    from signbart.data import open_dataset
     from signbart.preprocess import prepare
+    from signbart.storage import write_bytes, write_text
     from signbart.train import make_dataset, train
 
     dataset = open_dataset(cfg.data)
     fold = dataset.fold(cfg.holdout, cfg.train.val_signers, cfg.seed)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
+    write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
     trained = train(cfg.train, cfg.variant, dataset, fold, out, cfg.seed, report)
     fp32_path = out / "model.keras"
     trained.model.save(fp32_path)
@@ -149,8 +150,8 @@ def run_trial(config: dict, report=None) -> list[dict]:
         try:
             blob, info = _export(cfg, trained, quant, fine_tune)
             quantize.check_tflite(blob, train_prep.x[:8], train_prep.mask[:8])
-            atomic_write_bytes(path, blob)
-            atomic_write_text(path.with_suffix(".json"), json.dumps(
+            write_bytes(path, blob)
+            write_text(path.with_suffix(".json"), json.dumps(
                 {**sidecar, "quant": quant, **{k: v for k, v in info.items() if k != "history"}},
                 indent=1))
             exported[quant] = (path, info)

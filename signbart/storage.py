@@ -1,0 +1,104 @@
+"""Where every file signbart writes goes through: one atomic write, for local paths and URIs.
+
+A file is written to a hidden temp name beside its target and renamed into place, so a reader
+(a report of a running sweep, a resumed extraction) sees the old file or the new one, never
+half of one. A location is a local path or anything ``pyarrow.fs`` opens (``s3://``,
+``gs://``, ``file://``): trials on other nodes write their rows straight to shared storage.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
+    """The filesystem of ``location`` and the path inside it (local paths made absolute)."""
+    location = str(location)
+    if "://" in location:
+        return pafs.FileSystem.from_uri(location)
+    return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def join(root: str | Path, *parts: str) -> str:
+    """``root/part/...`` for a local path or a URI alike."""
+    return "/".join([str(root).rstrip("/"), *parts])
+
+
+def rows_uri(results: str, trial_id: str, failed: bool = False) -> str:
+    """``results/<trial_id>.parquet`` (``.failed.parquet``): the file that makes a trial finished."""
+    return join(results, f"{trial_id}.failed.parquet" if failed else f"{trial_id}.parquet")
+
+
+def _write(location: str | Path, fill: Callable[[io.RawIOBase], None]) -> str:
+    """The one atomic write: ``fill`` a hidden temp file beside ``location``, then rename it."""
+    fs, path = filesystem(location)
+    parent, _, name = path.rpartition("/")
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with fs.open_output_stream(tmp) as stream:
+            fill(stream)
+        fs.move(tmp, path)
+    except BaseException:
+        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+            fs.delete_file(tmp)
+        raise
+    return str(location)
+
+
+def write_bytes(location: str | Path, data: bytes) -> str:
+    return _write(location, lambda f: f.write(data))
+
+
+def write_text(location: str | Path, text: str) -> str:
+    return write_bytes(location, text.encode())
+
+
+def write_json(location: str | Path, obj) -> str:
+    """``obj`` as indented JSON with sorted keys (values JSON lacks, such as times, as text)."""
+    return write_text(location, json.dumps(obj, indent=1, sort_keys=True, default=str))
+
+
+def write_parquet(location: str | Path, table: pa.Table | pd.DataFrame) -> str:
+    """A table, or a DataFrame without its index, as Parquet."""
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
+    return _write(location, lambda f: pq.write_table(table, f))
+
+
+def write_npy(location: str | Path, array: np.ndarray) -> str:
+    """``array`` in ``.npy`` format, never pickled (so it can be memory-mapped and trusted)."""
+    return _write(location, lambda f: np.save(f, array, allow_pickle=False))
+
+
+def read_json(location: str | Path):
+    """The JSON at ``location``, or None when it is missing or unreadable."""
+    fs, path = filesystem(location)
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def exists(location: str | Path) -> bool:
+    fs, path = filesystem(location)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def remove(location: str | Path) -> None:
+    """Delete the file at ``location`` if there is one."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_file(path)
