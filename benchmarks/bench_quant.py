@@ -18,13 +18,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parser, write
 
+from signbart import tflite
 from signbart.config import ModelConfig, QATConfig
-from signbart.evaluate import tflite_latency
 from signbart.model import build_model, count_params
 from signbart.quantize import (
     apply_qat,
     full_int8,
-    int8_dense_kernels,
     ptq_dynamic,
     qat_to_tflite,
     to_tflite,
@@ -60,7 +59,7 @@ def main() -> None:
     times: dict[str, list[dict]] = {mode: [] for mode in files}
     for _ in range(args.rounds):
         for mode, blob in files.items():
-            times[mode].append(tflite_latency(blob, n=per_round, warmup=10, num_threads=1))
+            times[mode].append(tflite.latency(blob, n=per_round, warmup=10, num_threads=1))
     latency = {mode: {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
                for mode, runs in times.items()}
 
@@ -73,7 +72,7 @@ def main() -> None:
         "timed_invokes_per_mode": per_round * args.rounds,
         "size_bytes": {mode: len(blob) for mode, blob in files.items()},
         "size_vs_fp32": {mode: len(blob) / len(files["fp32"]) for mode, blob in files.items()},
-        "int8_dense_kernels": {mode: list(int8_dense_kernels(blob)) for mode, blob in files.items()},
+        "int8_dense_kernels": {mode: list(tflite.int8_dense_kernels(blob)) for mode, blob in files.items()},
         "latency_ms": latency,
         "speedup_vs_fp32_p50": {mode: fp32_ms / v["latency_ms_p50"] for mode, v in latency.items()},
     })

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_preprocess import reference_loop
 from common import parser, write
 
+from signbart import tflite
 from signbart.augment import make_augment
 from signbart.config import AugmentConfig, load_variant
 from signbart.data import open_dataset
-from signbart.evaluate import tflite_latency
 from signbart.model import build_model
 from signbart.preprocess import Selection, prepare
 from signbart.quantize import to_tflite
@@ -118,7 +118,7 @@ def main():
                                              / figures["published_samples_per_s"])
         figures["fold_speedup"] = (figures["fold_seconds_reference"]
                                    / figures["fold_seconds_published"])
-        figures["tflite_fp32"] = tflite_latency(to_tflite(fresh_model(variant)))
+        figures["tflite_fp32"] = tflite.latency(to_tflite(fresh_model(variant)))
     write(args.out, figures)
 
 

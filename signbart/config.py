@@ -20,6 +20,12 @@ import yaml
 from signbart.errors import ConfigError
 from signbart.layouts import GROUPS, LAYOUTS, Layout, get_layout
 
+# One home for each default that several modules need.
+MAX_FRAMES = 64        # frames a model sees; longer samples are sub-sampled, shorter padded
+EVAL_BATCH = 64        # batch size of inference-only passes (validation, Keras prediction)
+SEED = 42              # the seed when none is given
+QUANT_MODES = ("fp32", "ptq", "qat", "int8")
+
 
 def _check_type(value, tp, where: str):
     """Coerce/validate one YAML value against a dataclass field type."""
@@ -196,7 +202,7 @@ class TrainConfig:
     plateau_factor: float = 0.1
     plateau_patience: int = 5
     min_lr: float = 1e-7
-    max_frames: int = 64
+    max_frames: int = MAX_FRAMES
     val_signers: int = 1          # inner validation signers drawn from the training signers
     early_stopping: int = 0       # patience in epochs on inner-validation accuracy; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)

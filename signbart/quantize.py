@@ -1,12 +1,7 @@
 """Quantisation and TFLite export of a SignBART model.
 
-Every export has the phone app's fixed signature ``serving_default``:
-    inputs   keypoints       float32 [1, max_frames, K, 2]   zero-padded after the last frame
-             attention_mask  float32 [1, max_frames]         1 = real frame, 0 = padding
-    output   logits          float32 [1, num_labels]
-(TFLite decorates input tensor names as ``serving_default_keypoints:0``; the signature
-runner uses the plain names.) Inputs and outputs stay float32 in every mode, so the app
-never changes with the quantisation mode.
+Every export has the phone app's fixed signature (``signbart.tflite``). Inputs and outputs
+stay float32 in every mode, so the app never changes with the quantisation mode.
 
 Modes: ``to_tflite`` FP32; ``ptq_dynamic`` int8 weights with float activations (hybrid
 kernels); ``apply_qat`` + ``qat_finetune`` + ``qat_to_tflite`` the same int8-weight graph
@@ -17,14 +12,14 @@ LayerNorm and the attention renormalisation (see ``FLOAT_LAYERS``).
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
 
-from signbart.config import QATConfig
+from signbart.config import MAX_FRAMES, QATConfig
 from signbart.model import CUSTOM_OBJECTS, KEEP_FLOAT
 from signbart.tfkeras import keras, tf
+from signbart.tflite import INPUTS, OUTPUT, ops
 
 # isort: split
 import tensorflow_model_optimization as tfmot  # after signbart.tfkeras selects Keras 2
@@ -32,14 +27,6 @@ import tensorflow_model_optimization as tfmot  # after signbart.tfkeras selects 
 log = logging.getLogger(__name__)
 _qk = tfmot.quantization.keras
 _register = keras.saving.register_keras_serializable(package="signbart")
-
-INPUTS = ("keypoints", "attention_mask")
-OUTPUT = "logits"
-SIGNATURE = "serving_default"
-
-
-class ExportError(RuntimeError):
-    """A TFLite file that must not ship: it fails to load, has the wrong shapes, or emits non-finite values."""
 
 
 # ----------------------------------------------------------------------------- QAT configs
@@ -112,8 +99,8 @@ def _converter(model: keras.Model, max_frames: int) -> tf.lite.TFLiteConverter:
     k = _num_keypoints(model)
 
     @tf.function(input_signature=[
-        tf.TensorSpec([1, max_frames, k, 2], tf.float32, name="keypoints"),
-        tf.TensorSpec([1, max_frames], tf.float32, name="attention_mask")])
+        tf.TensorSpec([1, max_frames, k, 2], tf.float32, name=INPUTS[0]),
+        tf.TensorSpec([1, max_frames], tf.float32, name=INPUTS[1])])
     def serve(keypoints, attention_mask):
         return {OUTPUT: model({"keypoints": keypoints, "attention_mask": attention_mask},
                               training=False)}
@@ -125,12 +112,12 @@ def _converter(model: keras.Model, max_frames: int) -> tf.lite.TFLiteConverter:
     return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], holder)
 
 
-def to_tflite(model: keras.Model, max_frames: int = 64) -> bytes:
+def to_tflite(model: keras.Model, max_frames: int = MAX_FRAMES) -> bytes:
     """FP32 TFLite of a float model."""
     return _converter(model, max_frames).convert()
 
 
-def ptq_dynamic(model: keras.Model, max_frames: int = 64) -> bytes:
+def ptq_dynamic(model: keras.Model, max_frames: int = MAX_FRAMES) -> bytes:
     """Dynamic-range INT8: weights int8 per output channel, activations float."""
     converter = _converter(model, max_frames)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -236,7 +223,7 @@ def _short(weight) -> str:
     return weight.name.rsplit("/", 1)[-1].split(":")[0]
 
 
-def qat_to_tflite(qat_model: keras.Model, max_frames: int = 64) -> bytes:
+def qat_to_tflite(qat_model: keras.Model, max_frames: int = MAX_FRAMES) -> bytes:
     """Int8-weight TFLite of a QAT model: the same hybrid kernels as ``ptq_dynamic``.
 
     Converting the fake-quant graph directly folds the kernels back to float32 constants
@@ -259,7 +246,7 @@ def qat_to_tflite(qat_model: keras.Model, max_frames: int = 64) -> bytes:
 FLOAT_LAYERS = (keras.layers.LayerNormalization,)
 
 
-def full_int8(model: keras.Model, representative: Iterable, max_frames: int = 64) -> bytes:
+def full_int8(model: keras.Model, representative: Iterable, max_frames: int = MAX_FRAMES) -> bytes:
     """Int8 weights and activations, calibrated on ``representative`` TRAINING samples.
 
     ``representative`` yields ``(keypoints [1, T, K, 2], mask [1, T])`` with T = max_frames.
@@ -292,81 +279,11 @@ def full_int8(model: keras.Model, representative: Iterable, max_frames: int = 64
 
 def _float_nodes(tflite_bytes: bytes, scopes: list[str]) -> list[str]:
     """Output names of the ops under any of ``scopes`` (Dense matmuls fused into them excepted)."""
-    interpreter = load_interpreter(tflite_bytes, delegates=False)
-    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
-    outputs = [names[op["outputs"][0]] for op in interpreter._get_ops_details()
+    graph, tensors = ops(tflite_bytes)
+    outputs = [tensors[op["outputs"][0]]["name"] for op in graph
                if op["op_name"] != "FULLY_CONNECTED"]
     missing = [s for s in scopes if not any(f"/{s}/" in name for name in outputs)]
     if missing:
         raise ValueError(f"no ops under {missing}: full int8 would quantise ops that must "
                          "stay float (see FLOAT_LAYERS)")
     return [name for name in outputs if any(f"/{s}/" in name for s in scopes)]
-
-
-# ----------------------------------------------------------------------------- checks
-
-
-def load_interpreter(tflite_bytes: bytes, num_threads: int = 1, delegates: bool = True):
-    """The TFLite interpreter for ``tflite_bytes``; raises ValueError for non-TFLite bytes."""
-    resolver = tf.lite.experimental.OpResolverType
-    with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice, on every call
-        warnings.simplefilter("ignore", UserWarning)
-        return tf.lite.Interpreter(
-            model_content=tflite_bytes, num_threads=num_threads,
-            experimental_op_resolver_type=(resolver.AUTO if delegates
-                                           else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
-
-
-def check_tflite(tflite_bytes: bytes, keypoints_batch, mask_batch) -> None:
-    """Raises ExportError unless the model loads, has the documented signature and gives
-    finite logits for every sample of the batch (keypoints [N, T, K, 2], mask [N, T])."""
-    try:
-        interpreter = load_interpreter(tflite_bytes)
-        runner = interpreter.get_signature_runner(SIGNATURE)
-    except (ValueError, RuntimeError) as e:
-        raise ExportError(f"cannot load the TFLite model: {e}") from None
-    inputs, outputs = runner.get_input_details(), runner.get_output_details()
-    if sorted(inputs) != sorted(INPUTS) or list(outputs) != [OUTPUT]:
-        raise ExportError(f"signature is {sorted(inputs)} -> {list(outputs)}, "
-                          f"expected {sorted(INPUTS)} -> [{OUTPUT!r}]")
-    kp_shape = [int(d) for d in inputs["keypoints"]["shape"]]
-    mask_shape = [int(d) for d in inputs["attention_mask"]["shape"]]
-    out_shape = [int(d) for d in outputs[OUTPUT]["shape"]]
-    if (len(kp_shape) != 4 or kp_shape[0] != 1 or kp_shape[3] != 2
-            or mask_shape != kp_shape[:2] or len(out_shape) != 2 or out_shape[0] != 1):
-        raise ExportError(f"shapes keypoints {kp_shape}, attention_mask {mask_shape}, "
-                          f"logits {out_shape}; expected [1, T, K, 2], [1, T], [1, C]")
-    keypoints_batch = np.asarray(keypoints_batch, np.float32)
-    mask_batch = np.asarray(mask_batch, np.float32)
-    if keypoints_batch.shape[1:] != tuple(kp_shape[1:]) or mask_batch.shape[1:] != tuple(mask_shape[1:]):
-        raise ExportError(f"the check batch is {list(keypoints_batch.shape)} / "
-                          f"{list(mask_batch.shape)}, the model takes {kp_shape} / {mask_shape}")
-    for i, (kp, m) in enumerate(zip(keypoints_batch, mask_batch)):
-        logits = runner(keypoints=kp[None], attention_mask=m[None])[OUTPUT]
-        if not np.all(np.isfinite(logits)):
-            raise ExportError(f"non-finite logits on check sample {i}: {logits.ravel()[:4]}...")
-
-
-def int8_dense_kernels(tflite_bytes: bytes) -> tuple[int, int]:
-    """(FULLY_CONNECTED ops whose weight tensor is stored int8, all FULLY_CONNECTED ops).
-
-    Reads the op graph itself rather than trusting tensor names.
-    """
-    interpreter = load_interpreter(tflite_bytes, delegates=False)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    fc = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
-    n_int8 = sum(tensors[op["inputs"][1]]["dtype"] == np.int8 for op in fc)
-    return int(n_int8), len(fc)
-
-
-def op_types(tflite_bytes: bytes) -> dict[str, dict[str, int]]:
-    """Per op type, how many run with int8 / float32 / other inputs: where a model is really int8."""
-    interpreter = load_interpreter(tflite_bytes, delegates=False)
-    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
-    out: dict[str, dict[str, int]] = {}
-    for op in interpreter._get_ops_details():
-        first = [i for i in op["inputs"] if i >= 0][:1]
-        dtype = np.dtype(tensors[first[0]]["dtype"]).name if first else "none"
-        counts = out.setdefault(op["op_name"], {})
-        counts[dtype] = counts.get(dtype, 0) + 1
-    return out

@@ -113,10 +113,11 @@ def run_trial(config: dict, report=None) -> list[dict]:
     if cfg.threads:
         from signbart.tfkeras import set_threads
         set_threads(cfg.threads)
-    from signbart import evaluate, quantize
+    from signbart import evaluate, quantize, tflite
     from signbart.data import open_dataset
     from signbart.preprocess import prepare
-    from signbart.storage import write_bytes, write_text
+    from signbart.results import git_sha
+    from signbart.storage import write_text
     from signbart.train import make_dataset, train
 
     dataset = open_dataset(cfg.data)
@@ -140,20 +141,21 @@ def run_trial(config: dict, report=None) -> list[dict]:
         va = make_dataset(val_prep, 64, cfg.seed, shuffle=False) if len(val_prep) else None
         return quantize.qat_finetune(qat_model, tr, va, cfg.qat)
 
-    sidecar = {"variant": to_dict(cfg.variant), "labels": dataset.labels,
-               "glosses": dataset.glosses, "layout": dataset.layout.to_dict(),
-               "params": trained.params, "flops": flops, "max_frames": cfg.train.max_frames}
+    d = cfg.to_dict()
+    card = dict(variant=cfg.variant, labels=tuple(dataset.labels),
+                glosses=tuple(dataset.glosses), layout=dataset.layout.to_dict(),
+                max_frames=cfg.train.max_frames, synthetic=dataset.synthetic,
+                git_sha=git_sha(), config_hash=config_hash(d), params=trained.params,
+                flops=flops)
     exported = {}
     rows = []
     for quant in cfg.quant:
-        path = out / f"model_{'fp32' if quant == 'fp32' else quant + '_int8'}.tflite"
+        path = out / tflite.MODEL_FILES[quant]
         try:
             blob, info = _export(cfg, trained, quant, fine_tune)
-            quantize.check_tflite(blob, train_prep.x[:8], train_prep.mask[:8])
-            write_bytes(path, blob)
-            write_text(path.with_suffix(".json"), json.dumps(
-                {**sidecar, "quant": quant, **{k: v for k, v in info.items() if k != "history"}},
-                indent=1))
+            tflite.check(blob, train_prep.x[:8], train_prep.mask[:8])
+            tflite.ModelCard(**card, quant=quant, tflite_sha256=tflite.sha256(blob)).write(
+                path, blob)
             exported[quant] = (path, info)
         except Exception as err:  # recorded as a failed row; the other modes go on
             log.debug("%s", traceback.format_exc())
@@ -163,9 +165,10 @@ def run_trial(config: dict, report=None) -> list[dict]:
     test = prepare(dataset, fold.test, cfg.variant, cfg.train.max_frames)
     for quant, (path, info) in exported.items():
         try:
-            metrics = (evaluate.evaluate(evaluate.tflite_predict_fn(str(path)), test.x, test.mask,
-                                         test.y, len(dataset.labels)) if len(test) else {})
-            latency = evaluate.tflite_latency(str(path))
+            runner = tflite.Runner(str(path))
+            metrics = (evaluate.evaluate(runner.predict, test.x, test.mask, test.y,
+                                         len(dataset.labels)) if len(test) else {})
+            latency = tflite.latency(runner)
             fields = {**common, **({"epochs_run": info["epochs_run"]} if "epochs_run" in info
                                    else {})}
             rows.append(_metrics_row(cfg, fold, dataset, quant, model_path=str(path),

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from signbart import evaluate as ev
-from signbart.config import ModelConfig, VariantConfig, to_dict
+from signbart import tflite
+from signbart.config import ModelConfig, VariantConfig
 from signbart.data import open_dataset
 from signbart.errors import UserError
 from signbart.preprocess import prepare
@@ -108,7 +109,7 @@ def test_metrics_rejects_bad_shapes():
 
 def test_keras_and_tflite_agree(model):
     x, mask, y = batch()
-    keras_fn, tflite_fn = ev.keras_predict_fn(model, batch_size=5), ev.tflite_predict_fn(
+    keras_fn, tflite_fn = ev.keras_predict_fn(model, batch_size=5), tflite.predict_fn(
         to_tflite(model))
     np.testing.assert_allclose(tflite_fn(x, mask), keras_fn(x, mask), atol=1e-4)
     assert ev.evaluate(tflite_fn, x, mask, y, LABELS) == ev.evaluate(keras_fn, x, mask, y, LABELS)
@@ -122,7 +123,7 @@ def test_keras_and_tflite_agree_on_signbart_export():
 
     net = build_model(tiny_signbart())
     x, mask, y = batch()
-    keras_fn, tflite_fn = ev.keras_predict_fn(net), ev.tflite_predict_fn(export(net))
+    keras_fn, tflite_fn = ev.keras_predict_fn(net), tflite.predict_fn(export(net))
     np.testing.assert_allclose(tflite_fn(x, mask), keras_fn(x, mask), atol=1e-4)
     assert ev.evaluate(tflite_fn, x, mask, y, LABELS) == ev.evaluate(keras_fn, x, mask, y, LABELS)
 
@@ -131,7 +132,7 @@ def test_tflite_pads_and_crops_frames(model, tmp_path):
     x, mask, _ = batch()                         # every sample is shorter than 40 frames
     path = tmp_path / "m.tflite"
     path.write_bytes(to_tflite(model))
-    fn = ev.tflite_predict_fn(path)
+    fn = tflite.predict_fn(path)
     full = fn(x, mask)
     np.testing.assert_array_equal(fn(x[:, :40], mask[:, :40]), full)
     longer = np.pad(x, [(0, 0), (0, 6), (0, 0), (0, 0)]), np.pad(mask, [(0, 0), (0, 6)])
@@ -144,7 +145,7 @@ def test_tflite_with_dynamic_shapes(model):
     """A ``from_keras_model`` export keeps [-1, -1, K, 2]; it is run at [1, 64]."""
     x, mask, _ = batch()
     blob = tf.lite.TFLiteConverter.from_keras_model(model).convert()
-    np.testing.assert_allclose(ev.tflite_predict_fn(blob)(x, mask),
+    np.testing.assert_allclose(tflite.predict_fn(blob)(x, mask),
                                ev.keras_predict_fn(model)(x, mask), atol=1e-4)
 
 
@@ -166,7 +167,7 @@ def test_tflite_int8_inputs_and_outputs(model):
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
 
     reference = ev.keras_predict_fn(model)(x, mask)
-    logits = ev.tflite_predict_fn(blob)(x, mask)
+    logits = tflite.predict_fn(blob)(x, mask)
     assert logits.dtype == np.float32
     spread = reference.max() - reference.min()
     assert np.abs(logits - reference).max() < 0.05 * spread
@@ -201,7 +202,7 @@ def test_count_flops_of_signbart():
 
 
 def test_latency_is_positive_and_ordered(model):
-    lat = ev.tflite_latency(to_tflite(model), n=10, warmup=2)
+    lat = tflite.latency(to_tflite(model), n=10, warmup=2)
     assert set(lat) == {"latency_ms_p50", "latency_ms_p90"}
     assert 0 < lat["latency_ms_p50"] <= lat["latency_ms_p90"] < float("inf")
 
@@ -221,11 +222,12 @@ def deployed(synth_dataset, tmp_path_factory):
                 keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     net.fit({"keypoints": data.x, "attention_mask": data.mask}, data.y, epochs=40, verbose=0)
     path = tmp_path_factory.mktemp("trial") / "model.tflite"
-    path.write_bytes(to_tflite(net))
-    path.with_suffix(".json").write_text(json.dumps({
-        "variant": to_dict(variant), "labels": dataset.labels, "glosses": dataset.glosses,
-        "layout": dataset.layout.name, "params": net.count_params(), "flops": 12345,
-        "max_frames": FRAMES}))
+    blob = to_tflite(net)
+    tflite.ModelCard(variant=variant, labels=tuple(dataset.labels),
+                     glosses=tuple(dataset.glosses), layout=dataset.layout.to_dict(),
+                     max_frames=FRAMES, quant="fp32", synthetic=dataset.synthetic,
+                     tflite_sha256=tflite.sha256(blob), params=net.count_params(),
+                     flops=12345).write(path, blob)
     return dataset, variant, net, path
 
 
@@ -277,4 +279,4 @@ def test_evaluate_tflite_file_errors_name_the_culprit(deployed, tmp_path):
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a flatbuffer")
     with pytest.raises(UserError, match="junk.tflite"):
-        ev.tflite_predict_fn(junk)
+        tflite.predict_fn(junk)

@@ -8,7 +8,8 @@ from test_train import VARIANT
 
 from signbart.config import to_dict
 from signbart.errors import UserError
-from signbart.predict import predict_videos, read_sidecar
+from signbart.predict import predict_videos
+from signbart.tflite import ModelCard
 from signbart.trial import run_trial
 
 VIDEO = shared_path("mlr511", "user03", "G01", "R01.mp4")
@@ -24,9 +25,9 @@ def exported(synth_dataset_90, tmp_path_factory):
     return out / "model_ptq_int8.tflite"
 
 
-def test_sidecar_is_required_and_checked(exported, tmp_path):
-    meta = read_sidecar(exported)
-    assert meta["labels"] == [f"C{i:02d}" for i in range(1, 11)] and meta["quant"] == "ptq"
+def test_card_is_required(exported, tmp_path):
+    card, _ = ModelCard.read(exported)
+    assert card.labels == tuple(f"C{i:02d}" for i in range(1, 11)) and card.quant == "ptq"
     lonely = tmp_path / "m.tflite"
     lonely.write_bytes(exported.read_bytes())
     with pytest.raises(UserError, match="m.json: missing"):
@@ -37,9 +38,9 @@ def test_sidecar_is_required_and_checked(exported, tmp_path):
 @pytest.mark.skipif(VIDEO is None, reason="../shared/data/mlr511 is absent")
 def test_predict_a_real_video_and_reject_a_non_video(exported, tmp_path):
     [result] = predict_videos([VIDEO], exported, top_k=3)
-    meta = read_sidecar(exported)
+    meta, _ = ModelCard.read(exported)
     assert result["frames"] > 10 and len(result["top"]) == 3
-    assert all(p["label"] in meta["labels"] and p["gloss"] in meta["glosses"] for p in result["top"])
+    assert all(p["label"] in meta.labels and p["gloss"] in meta.glosses for p in result["top"])
     probs = [p["probability"] for p in result["top"]]
     assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1.0 + 1e-6
 
@@ -50,4 +51,4 @@ def test_predict_a_real_video_and_reject_a_non_video(exported, tmp_path):
     assert p.returncode == 2 and "notes.mp4" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run([sys.executable, "-m", "signbart.cli", "predict", str(VIDEO), "--model",
                         str(exported), "--json"], capture_output=True, text=True, cwd=REPO)
-    assert p.returncode == 0 and json.loads(p.stdout)[0]["top"][0]["label"] in meta["labels"]
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["top"][0]["label"] in meta.labels

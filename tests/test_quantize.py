@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from signbart import quantize as Q
+from signbart import tflite
 from signbart.config import ModelConfig, QATConfig
-from signbart.evaluate import tflite_predict_fn
 from signbart.model import build_model, dense_layers
 from signbart.tfkeras import keras, seed_everything, tf
 
@@ -83,9 +83,9 @@ def test_quantized_files_are_at_most_35_percent_of_fp32(real):
 def test_every_dense_kernel_is_stored_int8(real):
     n = len(dense_layers(real["model"]))
     assert n == 35
-    assert Q.int8_dense_kernels(real["fp32"]) == (0, n)
-    assert Q.int8_dense_kernels(real["ptq"]) == (n, n)
-    assert Q.int8_dense_kernels(real["qat_tflite"]) == (n, n)
+    assert tflite.int8_dense_kernels(real["fp32"]) == (0, n)
+    assert tflite.int8_dense_kernels(real["ptq"]) == (n, n)
+    assert tflite.int8_dense_kernels(real["qat_tflite"]) == (n, n)
 
 
 def test_qat_wraps_every_dense_layer_and_leaves_the_original_alone(real):
@@ -142,20 +142,20 @@ def test_toy_accuracy_of_every_quantisation_mode(toy):
     fp32 = _accuracy(model.predict({"keypoints": x, "attention_mask": mask}, verbose=0), y)
     assert fp32 >= 95.0
 
-    ptq = _accuracy(tflite_predict_fn(Q.ptq_dynamic(model, TOY_FRAMES))(x, mask), y)
+    ptq = _accuracy(tflite.predict_fn(Q.ptq_dynamic(model, TOY_FRAMES))(x, mask), y)
 
     cfg = QATConfig(epochs=3, lr=1e-4, batch_size=16, patience=2)
     qat, info = Q.qat_finetune(Q.apply_qat(model, cfg), _dataset(*train, cfg.batch_size),
                                _dataset(*(a[:64] for a in train), 64), cfg)
     assert 1 <= info["best_epoch"] <= info["epochs_run"] <= cfg.epochs
     assert len(info["history"]["val_loss"]) == info["epochs_run"]
-    qat_acc = _accuracy(tflite_predict_fn(Q.qat_to_tflite(qat, TOY_FRAMES))(x, mask), y)
+    qat_acc = _accuracy(tflite.predict_fn(Q.qat_to_tflite(qat, TOY_FRAMES))(x, mask), y)
 
     xt, mt, _ = train
     rep = ((xt[i:i + 1], mt[i:i + 1]) for i in range(100))
     int8 = Q.full_int8(model, rep, TOY_FRAMES)
-    int8_acc = _accuracy(tflite_predict_fn(int8)(x, mask), y)
-    ops = Q.op_types(int8)
+    int8_acc = _accuracy(tflite.predict_fn(int8)(x, mask), y)
+    ops = tflite.op_types(int8)
     assert ops["FULLY_CONNECTED"] == {"int8": 2 + 6 + 10 + 1}  # int8 in, int8 weights
     assert ops["BATCH_MATMUL"] == {"int8": 2 * 3}
     assert ops["SOFTMAX"] == {"float32": 3} and ops["RSQRT"] == {"float32": 7}  # FLOAT_LAYERS
@@ -169,17 +169,17 @@ def test_toy_accuracy_of_every_quantisation_mode(toy):
 def test_check_tflite_accepts_a_good_export_and_rejects_bad_ones(toy):
     model, _, (x, mask, _) = toy
     good = Q.to_tflite(model, TOY_FRAMES)
-    Q.check_tflite(good, x[:4], mask[:4])
+    tflite.check(good, x[:4], mask[:4])
 
     blown = build_model(dataclasses.replace(TOY, classifier_dropout=0.0))
     blown.set_weights(model.get_weights())
     head = blown.get_layer("classifier")
     kernel, bias = head.get_weights()
     head.set_weights([np.full_like(kernel, 3e38), bias])  # sum of 32 such terms overflows
-    with pytest.raises(Q.ExportError, match="non-finite"):
-        Q.check_tflite(Q.to_tflite(blown, TOY_FRAMES), x[:4], mask[:4])
+    with pytest.raises(tflite.ExportError, match="non-finite"):
+        tflite.check(Q.to_tflite(blown, TOY_FRAMES), x[:4], mask[:4])
 
-    with pytest.raises(Q.ExportError, match="model takes"):
-        Q.check_tflite(good, x[:2, :16], mask[:2, :16])
-    with pytest.raises(Q.ExportError, match="cannot load"):
-        Q.check_tflite(b"not a flatbuffer", x[:1], mask[:1])
+    with pytest.raises(tflite.ExportError, match="model takes"):
+        tflite.check(good, x[:2, :16], mask[:2, :16])
+    with pytest.raises(tflite.ExportError, match="cannot load"):
+        tflite.check(b"not a flatbuffer", x[:1], mask[:1])
