@@ -1,18 +1,20 @@
-"""LOSO reports from a sweep's Parquet result rows: ``load -> summarize -> plot_* -> render_*``.
+"""LOSO reports from a sweep's Parquet result rows: ``load -> summarize -> plot_*``; the
+Markdown and HTML pages are ``signbart.render``'s.
 
 Only result rows are read, never logs, so a report of a running sweep shows what has finished.
 ``summarize`` does every computation; the plot and render functions only draw and format what
-it returns. Accuracy is shown two ways because they answer different questions: mean ± std over
-all holdout × seed cells (seed and signer noise mixed), and mean ± std of the per-holdout means
-(how much the held-out signer matters). Failed, missing and duplicate cells are listed, never
-averaged as zero or dropped silently.
+it returns. The first question of a leave-one-signer-out study is how each signer fares under
+each model, so the signer × model grid (top-1 over seeds with a 95 % Wilson interval on the
+pooled clips) comes first; paired comparisons carry a bootstrap interval and a Wilcoxon test.
+Accuracy is also shown as mean ± std over all holdout × seed cells (seed and signer noise mixed)
+and over the per-holdout means (how much the held-out signer matters). Failed, missing and
+duplicate cells are listed, never averaged as zero or dropped silently.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import html
+import functools
 import io
 import itertools
 import json
@@ -28,6 +30,9 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import ScalarFormatter
+from scipy import stats
 
 from signbart.errors import UserError
 from signbart.results import CELL_KEYS, read_rows
@@ -44,6 +49,12 @@ COSTS = ("model_bytes", "params", "flops", "latency_ms_p50")
 # JSON, "" when every row used the same one, so ablation settings are never pooled.
 GROUP = ["variant", "quant", "model_kind", "augment_setting"]
 ALL = "all"  # the holdout value of rows pooled over all holdouts
+GRID_ROWS = ("mean", "worst")  # the signer grid's rows under the hold-outs
+CONFIDENCE = 0.95
+ALPHA = 1 - CONFIDENCE         # a paired difference with p below this (and a CI excluding 0)
+BOOTSTRAP_RESAMPLES = 9999     # counts as distinguishable from zero
+BOOTSTRAP_SEED = 0             # same rows -> same intervals
+RECOMMEND_MEAN, RECOMMEND_WORST = 0.01, 0.02  # tolerances of the variant recommendation
 # Fields of signbart.config.AugmentConfig that switch an augmentation on; all falsy = "none".
 AUGMENT_SWITCHES = ("prob", "flip", "hand_drop", "hand_paste", "frame_drop", "affine_prob",
                     "speed")
@@ -113,14 +124,29 @@ class Summary:
     ablation: pd.DataFrame     # top-1 per augmentation setting × holdout, delta vs "none"
     search: pd.DataFrame       # per variant × holdout: what the nested search chose, and on whom
     provenance: pd.DataFrame   # per sweep: files, rows, git SHAs, package versions, times
+    signers: pd.DataFrame      # per model × (holdouts, mean, worst): top-1 with a Wilson 95 % CI
+    paired: pd.DataFrame       # quant vs fp32, kind vs baseline: Δ, bootstrap CI, Wilcoxon p
+    variants: pd.DataFrame     # per model when > 1 variant: mean/worst top-1, costs, dominance
+    recommendation: str        # the variant to ship, by the rule in ``_recommend``; "" if none
+
+    @property
+    def sweeps(self) -> list[str]:
+        return [str(x) for x in self.provenance.sweep]
+
+    @property
+    def synthetic_rows(self) -> int:
+        """Rows whose dataset is marked synthetic (dataset.json), as the trial recorded it."""
+        return int(self.rows.synthetic.fillna(False).astype(bool).sum())
 
     def csv_tables(self) -> dict[str, pd.DataFrame]:
-        """The tables written as CSV; baseline/ablation only when the input has them."""
-        out = {"summary": self.summary, "per_holdout": self.per_holdout,
-               "per_class": self.per_class, "failures": self.failures, "missing": self.missing,
+        """The tables written as CSV; the optional ones only when the input has them."""
+        out = {"signers": self.signers, "summary": self.summary,
+               "per_holdout": self.per_holdout, "per_class": self.per_class,
+               "failures": self.failures, "missing": self.missing,
                "duplicates": self.duplicates, "provenance": self.provenance}
-        out.update({k: v for k, v in (("baseline", self.baseline), ("ablation", self.ablation),
-                                      ("search", self.search)) if not v.empty})
+        out.update({k: v for k, v in (("paired", self.paired), ("baseline", self.baseline),
+                                      ("ablation", self.ablation), ("search", self.search),
+                                      ("variants", self.variants)) if not v.empty})
         return out
 
 
@@ -244,7 +270,13 @@ def _series(df: pd.DataFrame) -> pd.Series:
     return (df.quant.fillna("?") + " " + kind + " " + setting).str.split().str.join(" ")
 
 
-def _summary(rows: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
+def _models(df: pd.DataFrame, several: bool) -> pd.Series:
+    """A GROUP row's name in the grid and legends: the series, after the variant when the
+    report has several."""
+    return (df.variant.astype(str) + " " + _series(df)) if several else _series(df)
+
+
+def _summary(rows: pd.DataFrame, ok: pd.DataFrame, several: bool) -> pd.DataFrame:
     holdout_means = ok.groupby(GROUP + ["holdout"])[list(METRICS)].mean().reset_index()
     signers = _mean_std(holdout_means, GROUP, METRICS, "_holdout").join(
         holdout_means.groupby(GROUP).size().rename("n_holdouts"))
@@ -256,7 +288,13 @@ def _summary(rows: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
     out = _counts(rows, GROUP).join([_mean_std(ok, GROUP, METRICS), signers, delta,
                                      ok.groupby(GROUP)[list(COSTS)].mean()]).reset_index()
     out = out.astype({"n_pairs": "Int64"})  # NaN where nothing pairs (fp32 itself)
-    return _sorted(out.assign(model_mb=out.model_bytes / 1e6, series=_series(out)))
+    # the baseline has no .tflite: its size is its float32 weights, flagged in size_source
+    tflite = out.model_bytes.notna()
+    size = out.model_bytes.where(tflite, out.params * 4) / 1e6
+    return _sorted(out.assign(model_mb=out.model_bytes / 1e6, series=_series(out),
+                              model=_models(out, several), size_mb=size,
+                              size_source=np.where(tflite, "tflite",
+                                                   np.where(size.notna(), "float32 weights", ""))))
 
 
 def _per_holdout(rows: pd.DataFrame, ok: pd.DataFrame) -> pd.DataFrame:
@@ -308,7 +346,9 @@ def _confusion(ok: pd.DataFrame, gloss: dict[str, str]) -> pd.DataFrame:
         labels = _class_order(g.labels)
         pos = {lab: i for i, lab in enumerate(labels)}
         per: dict[str, np.ndarray] = {}
-        for holdout, labs, conf, trial in zip(g.holdout, g.labels, g.confusion, g.trial_id):
+        seeds: dict[str, set] = {}
+        for holdout, labs, conf, trial, seed in zip(g.holdout, g.labels, g.confusion, g.trial_id,
+                                                    g.seed):
             if labs is None or conf is None:
                 continue
             m = np.array([list(r) for r in conf], dtype=np.int64)
@@ -319,13 +359,17 @@ def _confusion(ok: pd.DataFrame, gloss: dict[str, str]) -> pd.DataFrame:
             acc = per.setdefault(holdout, np.zeros((len(labels),) * 2, np.int64))
             idx = [pos[lab] for lab in labs]
             acc[np.ix_(idx, idx)] += m
+            seeds.setdefault(holdout, set()).add(seed)
         names = [gloss.get(lab) or lab for lab in labels]
-        for holdout, m in sorted(per.items(), key=lambda kv: _natural(kv[0])) + (
-                [(ALL, sum(per.values()))] if per else []):
+        pooled = [(ALL, sum(per.values()), set().union(*seeds.values()))] if per else []
+        for holdout, m, s in [(h, m, seeds[h]) for h, m in sorted(
+                per.items(), key=lambda kv: _natural(kv[0]))] + pooled:
             out.append({**dict(zip(GROUP, key)), "holdout": holdout, "labels": labels,
-                        "names": names, "counts": m, "share": _row_share(m)})
-    return _sorted(pd.DataFrame(out, columns=GROUP + ["holdout", "labels", "names", "counts",
-                                                      "share"]))
+                        "names": names, "counts": m, "share": _row_share(m),
+                        "n_clips": int(m.sum()), "n_seeds": len(s),
+                        "n_holdouts": len(per) if holdout == ALL else 1})
+    return _sorted(pd.DataFrame(out, columns=GROUP + [
+        "holdout", "labels", "names", "counts", "share", "n_clips", "n_seeds", "n_holdouts"]))
 
 
 def _with_pooled(stats_by_holdout: pd.DataFrame, stats_all: pd.DataFrame) -> pd.DataFrame:
@@ -388,6 +432,173 @@ def _search(rows: pd.DataFrame) -> pd.DataFrame:
     return _sorted(pd.DataFrame(out))
 
 
+def _clips(rows: pd.DataFrame) -> pd.Series:
+    """Test clips behind each row's top-1: ``n_test``, else its confusion matrix's total."""
+    total = rows.confusion.map(lambda c: float(sum(map(sum, c))) if c is not None else np.nan)
+    return rows.n_test.astype(float).fillna(total)
+
+
+def _wilson(correct: float, clips: float) -> tuple[float, float]:
+    """Wilson score interval at CONFIDENCE (scipy); NaN where the clip count is unknown."""
+    if pd.isna(clips) or clips <= 0:
+        return np.nan, np.nan
+    ci = stats.binomtest(int(correct), int(clips)).proportion_ci(CONFIDENCE, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _all_or_nan(s: pd.Series) -> float:
+    return s.sum() if s.notna().all() else np.nan
+
+
+def _signers(ok: pd.DataFrame) -> pd.DataFrame:
+    """The signer × model grid, long: each model's hold-outs, then "mean" and "worst".
+
+    top1 is the mean over seeds (for "mean": over the hold-outs' values); the interval is
+    Wilson's on the clips pooled over seeds (and hold-outs for "mean"), so it treats every
+    seed's pass over a clip as a trial. "worst" repeats the lowest hold-out, named in ``signer``.
+    """
+    cols = GROUP + ["model", "holdout", "signer", "n_seeds", "clips", "correct", "top1",
+                    "ci_low", "ci_high"]
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    d = ok.assign(clips=_clips(ok))
+    d = d.assign(correct=(d.top1 * d.clips).round())
+    keys = GROUP + ["model"]
+    per = _sorted(d.groupby(keys + ["holdout"], sort=False).agg(
+        n_seeds=("seed", "nunique"), clips=("clips", _all_or_nan),
+        correct=("correct", _all_or_nan), top1=("top1", "mean")).reset_index())
+    per = per.assign(signer=per.holdout)
+    g = per.groupby(keys, sort=False)
+    mean = g.agg(n_seeds=("n_seeds", "max"), clips=("clips", _all_or_nan),
+                 correct=("correct", _all_or_nan), top1=("top1", "mean")).reset_index()
+    worst = per.loc[g.top1.idxmin()]
+    out = pd.concat([per, mean.assign(holdout="mean", signer=""),
+                     worst.assign(holdout="worst")], ignore_index=True)
+    ci = [_wilson(k, n) for k, n in zip(out.correct, out.clips)]
+    out = out.assign(ci_low=[c[0] for c in ci], ci_high=[c[1] for c in ci])
+    order = {m: i for i, m in enumerate(per.model.drop_duplicates())}
+    place = {h: i for i, h in enumerate(GRID_ROWS, 1)}
+    out = out.sort_values(["model", "holdout"], kind="stable", key=lambda c: c.map(
+        order) if c.name == "model" else c.map(lambda h: (place.get(h, 0), _natural(h))))
+    return out[cols].reset_index(drop=True)
+
+
+def _test(diff: np.ndarray) -> dict:
+    """Mean paired difference, its percentile-bootstrap CI and the Wilcoxon signed-rank p."""
+    out = {"n_pairs": len(diff), "delta_mean": diff.mean(), "ci_low": np.nan,
+           "ci_high": np.nan, "wilcoxon_p": np.nan}
+    if len(diff) > 1 and np.ptp(diff) > 0:
+        ci = stats.bootstrap((diff,), np.mean, confidence_level=CONFIDENCE,
+                             n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
+                             rng=np.random.default_rng(BOOTSTRAP_SEED)).confidence_interval
+        out.update(ci_low=ci.low, ci_high=ci.high)
+    elif len(diff):
+        out.update(ci_low=diff[0], ci_high=diff[0])  # every resample has the same mean
+    if np.any(diff != 0):
+        out["wilcoxon_p"] = float(stats.wilcoxon(diff).pvalue)  # zero differences dropped
+    return out
+
+
+def _paired_tests(ok: pd.DataFrame, several: bool) -> pd.DataFrame:
+    """Every quant mode against fp32, every other model kind against the baseline.
+
+    Paired by (variant, augment setting, holdout, seed) and, against fp32, model kind; against
+    the baseline, quant (the baseline is fp32, so it pairs with the fp32 models). Distinguishable
+    from zero: the CI excludes 0 and Wilcoxon's p < ALPHA.
+    """
+    on = ["variant", "augment_setting", "holdout", "seed"]
+    quant = _paired(ok[ok.quant != "fp32"], ok[ok.quant == "fp32"], on=on + ["model_kind"],
+                    by=["quant"])
+    kind = _paired(ok[ok.model_kind != "baseline"], ok[ok.model_kind == "baseline"],
+                   on=on + ["quant"], by=["model_kind"])
+    tables = [t.assign(versus=_models(t.assign(**against), several), model=_models(t, several))
+              for t, against in ((quant, {"quant": "fp32"}), (kind, {"model_kind": "baseline"}))
+              if not t.empty]
+    cols = GROUP + ["model", "versus", "n_pairs", "top1", "versus_top1", "delta_mean",
+                    "ci_low", "ci_high", "wilcoxon_p", "distinguishable"]
+    if not tables:
+        return pd.DataFrame(columns=cols)
+    pairs = pd.concat(tables, ignore_index=True)
+    out = []
+    for key, d in pairs.groupby(GROUP + ["model", "versus"], sort=False):
+        out.append({**dict(zip(GROUP + ["model", "versus"], key)), "top1": d.a.mean(),
+                    "versus_top1": d.b.mean(), **_test(d["diff"].to_numpy())})
+    out = pd.DataFrame(out)
+    excludes_zero = (out.ci_low > 0) | (out.ci_high < 0)
+    return _sorted(out.assign(distinguishable=excludes_zero & (out.wilcoxon_p < ALPHA)))[cols]
+
+
+@functools.cache
+def _keypoints(config: str) -> float:
+    """The model's input keypoints, from a row's experiment config (the variant's selection)."""
+    from signbart.config import VariantConfig, from_dict
+    from signbart.layouts import get_layout
+
+    try:
+        v = from_dict(VariantConfig, json.loads(config)["variant"], "row config.variant")
+        return float(len(v.keys(get_layout(v.layout))))
+    except (TypeError, KeyError, ValueError):
+        return np.nan
+
+
+def _dominated(top1: pd.Series, cost: pd.Series) -> pd.Series:
+    """True where another point is at least as accurate and as cheap, and better in one."""
+    t, c = top1.to_numpy(float), cost.to_numpy(float)
+    known = ~(np.isnan(t) | np.isnan(c))
+    out = [bool(known[i] and np.any(known & (t >= t[i]) & (c <= c[i])
+                                    & ((t > t[i]) | (c < c[i]))))
+           for i in range(len(t))]
+    return pd.Series(out, index=top1.index)
+
+
+def _variants(rows: pd.DataFrame, summary: pd.DataFrame, signers: pd.DataFrame) -> pd.DataFrame:
+    """Per model when the rows span several variants: mean and worst-signer top-1 beside the
+    costs, and whether another model beats it on accuracy and size (or latency)."""
+    if rows.variant.nunique() < 2 or signers.empty:
+        return pd.DataFrame()
+    keys = GROUP + ["model"]
+    grid = signers.set_index(keys + ["holdout"])
+    mean, worst = grid.xs("mean", level="holdout"), grid.xs("worst", level="holdout")
+    kp = rows.groupby(GROUP).config.first().map(lambda c: _keypoints(c) if c else np.nan)
+    out = summary.set_index(keys)[["flops", "size_mb", "size_source", "latency_ms_p50"]].join(
+        [kp.rename("keypoints").reindex(summary.set_index(GROUP).index).set_axis(
+            summary.set_index(keys).index),
+         mean[["top1", "ci_low", "ci_high"]].add_prefix("mean_"),
+         worst[["signer", "top1"]].add_prefix("worst_")], how="inner").reset_index()
+    ship = out.model_kind != "baseline"  # no .tflite: not a model to ship, not on the frontier
+    for cost in ("size_mb", "latency_ms_p50"):
+        flag = pd.Series(pd.NA, index=out.index, dtype="boolean")
+        flag[ship] = _dominated(out.mean_top1[ship], out[cost][ship])
+        out[f"dominated_{cost.split('_')[0]}"] = flag
+    return _sorted(out)
+
+
+def _recommend(variants: pd.DataFrame) -> str:
+    """The smallest model (fewest keypoints, then bytes) whose mean top-1 is within
+    RECOMMEND_MEAN of the best mean and whose worst signer is within RECOMMEND_WORST of the
+    best worst signer. Baselines are not candidates."""
+    v = variants[variants.model_kind != "baseline"] if not variants.empty else variants
+    v = v[v.mean_top1.notna() & v.worst_top1.notna()] if not v.empty else v
+    if v.empty:
+        return ""
+    best, best_worst = v.loc[v.mean_top1.idxmax()], v.loc[v.worst_top1.idxmax()]
+    eps = 1e-9
+    ok = v[(v.mean_top1 >= best.mean_top1 - RECOMMEND_MEAN - eps)
+           & (v.worst_top1 >= best_worst.worst_top1 - RECOMMEND_WORST - eps)]
+    pick = ok.sort_values(["keypoints", "size_mb", "latency_ms_p50"], na_position="last").iloc[0]
+
+    def pct(x):
+        return f"{100 * x:.1f} %"
+
+    kp = "" if pd.isna(pick.keypoints) else f"{pick.keypoints:.0f} keypoints, "
+    return (f"Recommendation: {pick.model} ({kp}{pick.size_mb:.2f} MB). It is the smallest "
+            f"model whose mean top-1 ({pct(pick.mean_top1)}) is within "
+            f"{100 * RECOMMEND_MEAN:g} point of the best ({pct(best.mean_top1)}, {best.model}) "
+            f"and whose worst signer ({pick.worst_signer}: {pct(pick.worst_top1)}) is within "
+            f"{100 * RECOMMEND_WORST:g} points of the best worst signer "
+            f"({pct(best_worst.worst_top1)}, {best_worst.model}).")
+
+
 def _provenance(raw: pd.DataFrame, rows: pd.DataFrame, missing: pd.DataFrame) -> pd.DataFrame:
     def joined(s: pd.Series) -> str:
         return ", ".join(sorted({str(v) for v in s.dropna()} - {""}))
@@ -409,15 +620,25 @@ def summarize(df: pd.DataFrame) -> Summary:
                                                                   "variant", "quant")}})
     raw = raw.assign(augment_setting=_augment_settings(raw.augment))
     rows, duplicates = _dedupe(raw)
-    rows = rows.assign(ok=(rows.status == "ok") & rows.top1.notna())
+    several = rows.variant.nunique() > 1
+    rows = rows.assign(ok=(rows.status == "ok") & rows.top1.notna(),
+                       model=_models(rows, several))
     ok = rows[rows.ok]
     gloss = _glosses(rows)
     missing = _missing(rows)
-    s = Summary(rows=rows, summary=_summary(rows, ok), per_holdout=_per_holdout(rows, ok),
+    signers = _signers(ok)
+    mean_ci = signers[signers.holdout == "mean"][GROUP + ["ci_low", "ci_high"]]
+    summary = _summary(rows, ok, several).merge(
+        mean_ci.rename(columns={"ci_low": "top1_ci_low", "ci_high": "top1_ci_high"}),
+        on=GROUP, how="left")
+    variants = _variants(rows, summary, signers)
+    s = Summary(rows=rows, summary=summary, per_holdout=_per_holdout(rows, ok),
                 per_class=_per_class(ok, gloss), confusion=_confusion(ok, gloss),
                 failures=_failures(rows), missing=missing, duplicates=duplicates,
                 baseline=_baseline(ok), ablation=_ablation(ok), search=_search(rows),
-                provenance=_provenance(raw, rows, missing))
+                provenance=_provenance(raw, rows, missing), signers=signers,
+                paired=_paired_tests(ok, several), variants=variants,
+                recommendation=_recommend(variants))
     for what, table in (("failed", s.failures), ("missing", s.missing),
                         ("duplicate rows of", s.duplicates)):
         if len(table):
@@ -451,8 +672,60 @@ def plot_confusion(counts: np.ndarray, share: np.ndarray, names: list[str], titl
     return _png(fig)
 
 
+def _interval(d: pd.DataFrame) -> np.ndarray:
+    """Error-bar lengths [2, n] of a summary's signer-mean top-1 to its CI (0 where unknown)."""
+    v = d.top1_holdout_mean
+    return np.nan_to_num(np.vstack([v - d.top1_ci_low, d.top1_ci_high - v])).clip(0)
+
+
+def plot_signer_grid(top1: pd.DataFrame, text: pd.DataFrame, worst: list[tuple[int, int]],
+                     title: str) -> bytes:
+    """Heatmap of top-1 (%) per signer (rows) and model (columns), every cell annotated with
+    its value and interval; each model's worst hold-out is outlined."""
+    n_rows, n_cols = top1.shape
+    fig = Figure(figsize=(min(max(5.5, 1.3 * n_cols + 2.5), 30), 0.55 * n_rows + 2.2), dpi=110)
+    ax = fig.subplots()
+    low = np.nanmin(top1.to_numpy(float)) if top1.notna().any().any() else 0.0
+    sns.heatmap(top1, annot=text, fmt="", cmap="RdYlGn", vmin=max(0.0, 10 * np.floor(low / 10)),
+                vmax=100, linewidths=0.5, linecolor="white", ax=ax,
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "top-1 (%)", "shrink": 0.8})
+    for r, c in worst:
+        ax.add_patch(Rectangle((c, r), 1, 1, fill=False, edgecolor="black", lw=2.5))
+    ax.axhline(n_rows - len(GRID_ROWS), color="black", lw=1.5)
+    ax.set(xlabel="model", ylabel="hold-out signer", title=title)
+    ax.tick_params(axis="x", labelrotation=30 if n_cols > 4 else 0, labelsize=8)
+    ax.tick_params(axis="y", labelrotation=0)
+    return _png(fig)
+
+
+def plot_signers(means: pd.DataFrame, seeds: pd.DataFrame) -> bytes:
+    """Top-1 per hold-out signer: a marker per model (mean over seeds) and its seeds as faint
+    points beside it. ``means``/``seeds`` have columns holdout, model, top1."""
+    signers = list(dict.fromkeys(means.holdout))
+    models = list(dict.fromkeys(means.model))
+    colours = dict(zip(models, itertools.cycle(sns.color_palette("tab10"))))
+    markers = dict(zip(models, itertools.cycle("osD^vP*Xhp<>")))
+    fig = Figure(figsize=(max(6.5, 0.9 * len(signers) + 3.5), 4.6), dpi=120)
+    ax = fig.subplots()
+    width = 0.8 / max(len(models), 1)
+    for i, m in enumerate(models):
+        def x(h, i=i):
+            return [signers.index(v) - 0.4 + width * (i + 0.5) for v in h]
+        sd = seeds[seeds.model == m]
+        ax.scatter(x(sd.holdout), sd.top1 * 100, s=12, color=colours[m], alpha=0.3, lw=0)
+        md = means[means.model == m]
+        ax.scatter(x(md.holdout), md.top1 * 100, s=42, color=colours[m], marker=markers[m],
+                   edgecolor="black", lw=0.5, label=m, zorder=3)
+    ax.set_xticks(range(len(signers)), signers, rotation=30 if len(signers) > 6 else 0)
+    ax.set(xlabel="hold-out signer", ylabel="top-1 (%)", title="Top-1 per hold-out signer")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(title="model (mean over seeds;\nfaint dots: single seeds)", fontsize=8,
+              bbox_to_anchor=(1.01, 1), loc="upper left")
+    return _png(fig)
+
+
 def plot_top1(summary: pd.DataFrame) -> bytes:
-    """Top-1 mean ± std over holdout × seed cells, one point per variant and series."""
+    """Mean top-1 over hold-outs with its 95 % Wilson interval, per variant and series."""
     variants = list(dict.fromkeys(summary.variant))
     series = list(dict.fromkeys(summary.series))
     fig = Figure(figsize=(max(6.0, 1.4 * len(variants) + 3), 4.5), dpi=120)
@@ -460,268 +733,95 @@ def plot_top1(summary: pd.DataFrame) -> bytes:
     width = 0.8 / max(len(series), 1)
     for i, (name, d) in enumerate(summary.groupby("series", sort=False)):
         x = [variants.index(v) - 0.4 + width * (i + 0.5) for v in d.variant]
-        ax.errorbar(x, d.top1_mean, yerr=d.top1_std.fillna(0), fmt="o", capsize=4, label=name)
-    ax.set_xticks(range(len(variants)), variants)
-    ax.set(ylabel="top-1 (mean ± std over holdouts × seeds)", xlabel="keypoint variant",
+        ax.errorbar(x, d.top1_holdout_mean * 100, yerr=_interval(d) * 100, fmt="o", capsize=4,
+                    label=name)
+    ax.set_xticks(range(len(variants)), variants, rotation=20 if len(variants) > 3 else 0)
+    ax.set(ylabel="top-1 (%): mean over hold-outs, 95 % CI", xlabel="keypoint variant",
            title="Top-1 by variant and quantisation")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="series", bbox_to_anchor=(1.01, 1), loc="upper left")
+    ax.legend(title="quant [model kind]", bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
 
 
+NUDGE = 0.12  # log-size step between series on the size chart, so markers do not overlap
+
+
 def plot_size(summary: pd.DataFrame) -> bytes:
-    """Top-1 against model size (colour = variant, marker = series): what quantisation buys."""
+    """Top-1 against size, every model (colour = variant, marker = series); each series is
+    nudged sideways by its own factor so that PTQ/QAT/INT8 of one variant do not overlap."""
     colours = dict(zip(dict.fromkeys(summary.variant),
                        itertools.cycle(sns.color_palette("tab10"))))
-    markers = dict(zip(dict.fromkeys(summary.series), itertools.cycle("osD^vP*Xhp<>")))
+    series = list(dict.fromkeys(summary.series))
+    markers = dict(zip(series, itertools.cycle("osD^vP*Xhp<>")))
+    nudge = {s: np.exp(NUDGE * (i - (len(series) - 1) / 2)) for i, s in enumerate(series)}
     fig = Figure(figsize=(7.5, 4.8), dpi=120)
     ax = fig.subplots()
-    for r in summary.itertuples():
-        ax.errorbar(r.model_mb, r.top1_mean, yerr=0 if pd.isna(r.top1_std) else r.top1_std,
-                    fmt=markers[r.series], color=colours[r.variant], capsize=3, alpha=0.85)
+    bars = _interval(summary) * 100
+    for i, r in enumerate(summary.itertuples()):
+        hollow = r.size_source != "tflite"
+        ax.errorbar(r.size_mb * nudge[r.series], r.top1_holdout_mean * 100, yerr=bars[:, i:i + 1],
+                    fmt=markers[r.series], color=colours[r.variant], capsize=3, alpha=0.9,
+                    mfc="white" if hollow else colours[r.variant], ms=7)
     handles = ([Line2D([], [], color=c, marker="o", ls="", label=v) for v, c in colours.items()]
                + [Line2D([], [], color="0.4", marker=m, ls="", label=s)
                   for s, m in markers.items()])
-    ax.set_xlim(left=0)
-    ax.set(xlabel="model size (MB)", ylabel="top-1 (mean ± std over holdouts × seeds)",
-           title="Accuracy vs model size")
-    ax.grid(alpha=0.3)
-    ax.legend(handles=handles, title="colour: variant, marker: series", fontsize=8,
+    spread = 100 * (max(nudge.values()) - 1)
+    ax.set_xscale("log")
+    ax.set(xlabel=f"size (MB, log): .tflite file; hollow = float32 weights (no .tflite)\n"
+                  f"series nudged sideways by up to {spread:.0f} % so markers do not overlap",
+           ylabel="top-1 (%): mean over hold-outs, 95 % CI", title="Accuracy vs model size")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(handles=handles, title="colour: variant\nmarker: quant [model kind]", fontsize=8,
               bbox_to_anchor=(1.01, 1), loc="upper left")
     return _png(fig)
 
 
-# ------------------------------------------------------------------------------- render
+def plot_frontier(variants: pd.DataFrame) -> bytes:
+    """Mean top-1 against size and against latency, one point per model; points another model
+    beats on both axes are hollow, the frontier is joined and its points named."""
+    quants = list(dict.fromkeys(variants.quant))
+    colours = dict(zip(quants, itertools.cycle(sns.color_palette("tab10"))))
+    fig = Figure(figsize=(13, 5.2), dpi=110)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, cost, flag, label in zip(
+            axes, ("size_mb", "latency_ms_p50"), ("dominated_size", "dominated_latency"),
+            (".tflite size (MB, log)", "latency p50 (ms, single thread, log)")):
+        d = variants[variants[cost].notna() & variants.mean_top1.notna()
+                     & variants[flag].notna()]
+        for r in d.itertuples():
+            dominated = getattr(r, flag)
+            ax.scatter(getattr(r, cost), r.mean_top1 * 100, s=40, color=colours[r.quant],
+                       facecolor="white" if dominated else colours[r.quant], lw=1.2, zorder=3)
+            if not dominated:
+                ax.annotate(r.model, (getattr(r, cost), r.mean_top1 * 100), fontsize=6,
+                            xytext=(4, 3), textcoords="offset points")
+        front = d[~d[flag].astype(bool)].sort_values(cost)
+        ax.plot(front[cost], front.mean_top1 * 100, color="0.3", lw=1, ls="--", zorder=2)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.set(xlabel=label)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel("top-1 (%): mean over hold-outs")
+    handles = ([Line2D([], [], color=c, marker="o", ls="", label=q) for q, c in colours.items()]
+               + [Line2D([], [], color="0.3", marker="o", mfc="white", ls="",
+                         label="dominated: another model is as accurate and cheaper"),
+                  Line2D([], [], color="0.3", ls="--", label="frontier")])
+    axes[1].legend(handles=handles, title="colour: quant", fontsize=8,
+                   bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.suptitle("Accuracy–cost frontier: one point per (variant, quant); baselines left out")
+    return _png(fig)
+
 
 @dataclasses.dataclass
 class Picture:
     """One PNG of the report: ``path`` is relative to the output folder."""
 
     path: str
-    title: str
+    title: str            # the figure's caption
     png: bytes
-    group: str            # "charts" | "confusion"
+    group: str            # "grid" | "charts" | "frontier" | "confusion"
     detail: bool = False  # per-holdout pictures: collapsed in HTML, linked in Markdown
-
-
-@dataclasses.dataclass
-class Section:
-    """A titled table as display strings, and/or a group of pictures, for both renderers."""
-
-    title: str
-    table: pd.DataFrame | None = None
-    note: str = ""
-    csv: str = ""        # the CSV holding the full table, named when Markdown cuts it short
-    pictures: str = ""   # Picture.group shown under the table
-
-
-MD_MAX_ROWS = 60     # longer tables are cut in summary.md (the CSV has them all)
-HTML_OPEN_ROWS = 40  # longer tables sit behind a <details> toggle in report.html
-
-
-def _pm(mean, std, digits: int = 3) -> str:
-    if pd.isna(mean):
-        return "–"
-    return f"{mean:.{digits}f}" + ("" if pd.isna(std) else f" ± {std:.{digits}f}")
-
-
-def _pm_col(df: pd.DataFrame, prefix: str) -> list[str]:
-    return [_pm(a, b) for a, b in zip(df[f"{prefix}_mean"], df[f"{prefix}_std"])]
-
-
-def _si(x) -> str:
-    if pd.isna(x):
-        return "–"
-    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{unit}"
-    return f"{x:.3g}"
-
-
-def _last_line(error: str, width: int = 200) -> str:
-    """The informative end of a traceback, for tables (the CSV keeps the whole text)."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
-    return (lines[-1] if lines else "")[:width]
-
-
-def _labels(df: pd.DataFrame) -> pd.DataFrame:
-    """GROUP columns as shown: kind and augment only when they tell rows apart."""
-    out = pd.DataFrame({"variant": df.variant, "quant": df.quant})
-    if "model_kind" in df and df.model_kind.nunique() > 1:
-        out["kind"] = df.model_kind
-    if "augment_setting" in df and df.augment_setting.fillna("").ne("").any():
-        out["augment"] = df.augment_setting
-    return out
-
-
-def _sections(s: Summary) -> list[Section]:
-    """The report's content, formatted, in reading order."""
-    sm, ph, pc, fl, dup = s.summary, s.per_holdout, s.per_class, s.failures, s.duplicates
-    delta = [d + (f" (n={n:.0f})" if pd.notna(n) else "")
-             for d, n in zip(_pm_col(sm, "top1_delta_vs_fp32"), sm.n_pairs)]
-    out = [
-        Section("Accuracy", _labels(sm).assign(**{
-            "cells": sm.n_cells, "failed": sm.n_failed, "top1 (cells)": _pm_col(sm, "top1"),
-            "top1 (signer means)": _pm_col(sm, "top1_holdout"), "Δ top1 vs fp32": delta}),
-            "mean ± std. cells: over every holdout × seed (seed and signer variance); signer "
-            "means: over the per-holdout means (signer variance). Δ: paired by variant, holdout "
-            "and seed; failed cells are left out, never counted as zero.", "summary.csv"),
-        Section("Top-5 and macro-F1", _labels(sm).assign(**{
-            "top5 (cells)": _pm_col(sm, "top5"), "top5 (signer means)": _pm_col(sm, "top5_holdout"),
-            "macro-F1 (cells)": _pm_col(sm, "macro_f1"),
-            "macro-F1 (signer means)": _pm_col(sm, "macro_f1_holdout")}),
-            "mean ± std, as above.", "summary.csv"),
-        Section("Size and speed", _labels(sm).assign(**{
-            "size MB": [_pm(x, None, 2) for x in sm.model_mb], "params": sm.params.map(_si),
-            "FLOPs": sm.flops.map(_si),
-            "latency p50 ms": [_pm(x, None, 2) for x in sm.latency_ms_p50]}),
-            "means over successful cells.", "summary.csv"),
-        Section("Charts", pictures="charts"),
-    ]
-    if not s.baseline.empty:
-        b = s.baseline
-        out.append(Section("SignBART vs baseline", _labels(b).assign(
-            holdout=b.holdout, pairs=b.n_pairs, signbart=[_pm(x, None) for x in b.signbart_top1],
-            baseline=[_pm(x, None) for x in b.baseline_top1], **{"Δ top1": _pm_col(b, "delta")}),
-            "top-1 paired by variant, holdout and seed; ± is the std of the paired differences "
-            "(over seeds per holdout, over all pairs for 'all').", "baseline.csv"))
-    elif (s.rows.model_kind == "baseline").any():
-        out.append(Section("SignBART vs baseline", note="baseline rows exist, but none shares a "
-                           "variant, quant, holdout and seed with a successful SignBART row."))
-    if not s.ablation.empty:
-        a = s.ablation
-        out.append(Section("Augmentation ablation", _labels(a).assign(
-            holdout=a.holdout, cells=a.n, top1=_pm_col(a, "top1"),
-            **{"Δ top1 vs none": _pm_col(a, "delta_vs_none")}),
-            "the same variant and quant trained with different augmentation; Δ paired by "
-            "holdout and seed against the setting 'none'.", "ablation.csv"))
-    if not s.search.empty:
-        h = s.search
-        out.append(Section("Nested search", h.assign(
-            inner_val_top1=h.inner_val_top1.map(lambda x: _pm(x, None))),
-            "per holdout, the candidate with the best accuracy on that fold's inner-validation "
-            "signers (first seed); the held-out signer was sealed during the search.",
-            "search.csv"))
-    out += [
-        Section("Per holdout", _labels(ph).assign(
-            holdout=ph.holdout, cells=ph.n_cells, failed=ph.n_failed,
-            **{m: _pm_col(ph, m) for m in METRICS}), "mean ± std over seeds.", "per_holdout.csv"),
-        Section("Per class", _labels(pc).assign(**{
-            "class": pc.class_id, "gloss": pc.gloss, "cells": pc.n,
-            "accuracy": _pm_col(pc, "acc")}), "accuracy mean ± std over cells.", "per_class.csv"),
-        Section("Confusion matrices", note="summed over holdouts and seeds (per holdout below); "
-                "colour = share of the true class, numbers = counts.", pictures="confusion"),
-        Section("Failures", fl[list(CELL_KEYS) + ["trial_id"]].assign(
-            error=fl.error.map(_last_line)), "failed cells, never averaged in.", "failures.csv"),
-        Section("Missing cells", s.missing, "cells of each sweep's grid (observed holdouts × "
-                "seeds × variants × quants) with no row yet.", "missing.csv"),
-        Section("Duplicate cells", dup.assign(
-            top1=dup.top1.map(lambda x: _pm(x, None)),
-            kept=dup.kept.map({True: "kept", False: "dropped"})),
-            "cells written more than once; the newest row is used.", "duplicates.csv"),
-    ]
-    return out
-
-
-def _when(t) -> str:
-    return "?" if pd.isna(t) else f"{t:%Y-%m-%d %H:%M} UTC"
-
-
-def _provenance_line(s: Summary) -> str:
-    parts = [f"{p.sweep}: {p.rows_read} rows in {p.files} files ({p.ok} ok, {p.failed} failed, "
-             f"{p.missing} missing), git {p.git_sha or '?'}, signbart {p.package_version or '?'}, "
-             f"rows written {_when(p.first_row)} to {_when(p.last_row)}"
-             for p in s.provenance.itertuples()]
-    return "Sweeps: " + "; ".join(parts) + "."
-
-
-def _cell(v) -> str:
-    return "" if pd.api.types.is_scalar(v) and pd.isna(v) else str(v)
-
-
-def _md_table(df: pd.DataFrame, csv: str) -> str:
-    if df.empty:
-        return "_none_"
-
-    def row(values) -> str:
-        return "| " + " | ".join(_cell(v).replace("|", "\\|").replace("\n", " ")
-                                 for v in values) + " |"
-
-    lines = [row(df.columns), "|" + "---|" * len(df.columns)]
-    lines += [row(r) for r in df.head(MD_MAX_ROWS).itertuples(index=False)]
-    if len(df) > MD_MAX_ROWS:
-        lines += ["", f"_{len(df) - MD_MAX_ROWS} more rows in `{csv}`._"]
-    return "\n".join(lines)
-
-
-def render_markdown(s: Summary, pictures: list[Picture]) -> str:
-    """GitHub-flavoured summary; images are referenced relative to the output folder."""
-    out = ["# LOSO report", "", _provenance_line(s)]
-    for sec in _sections(s):
-        out += ["", f"## {sec.title}", ""] + ([sec.note, ""] if sec.note else [])
-        if sec.table is not None:
-            out.append(_md_table(sec.table, sec.csv))
-        group = [p for p in pictures if p.group == sec.pictures]
-        out += [f"![{p.title}]({p.path})" for p in group if not p.detail]
-        if any(p.detail for p in group):
-            out += ["", "Per holdout:", ""]
-            out += [f"- [{p.title}]({p.path})" for p in group if p.detail]
-    return "\n".join(out) + "\n"
-
-
-CSS = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2rem auto;
-max-width:1250px;padding:0 1rem;color:#1b1f24}
-h1{font-size:1.6rem}h2{font-size:1.25rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem;
-margin-top:2rem}.prov,.note,figcaption{color:#57606a;font-size:.85rem}
-.scroll{overflow-x:auto}table{border-collapse:collapse;font-size:.85rem;margin:.5rem 0}
-th,td{border:1px solid #d0d7de;padding:.25rem .55rem;text-align:left;white-space:nowrap}
-th{background:#f6f8fa}tbody tr:nth-child(even){background:#f9fafb}
-figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
-figure.confusion{max-width:590px}
-img{max-width:100%;height:auto}details{margin:.5rem 0}summary{cursor:pointer;color:#0969da}
-"""
-
-
-def _html_table(df: pd.DataFrame) -> str:
-    if df.empty:
-        return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r) + "</tr>"
-                   for r in df.itertuples(index=False))
-    table = (f"<div class=scroll><table><thead><tr>{head}</tr></thead>"
-             f"<tbody>{body}</tbody></table></div>")
-    return (table if len(df) <= HTML_OPEN_ROWS
-            else f"<details><summary>show {len(df)} rows</summary>{table}</details>")
-
-
-def _html_figures(pictures: list[Picture]) -> str:
-    return "".join(
-        f'<figure class={p.group}><img alt="{html.escape(p.title)}" src="data:image/png;base64,'
-        f'{base64.b64encode(p.png).decode()}"><figcaption>{html.escape(p.title)}</figcaption>'
-        "</figure>" for p in pictures)
-
-
-def render_html(s: Summary, pictures: list[Picture]) -> str:
-    """One self-contained page: inline CSS, PNGs as data URIs, readable offline."""
-    body = []
-    for sec in _sections(s):
-        body.append(f"<h2>{html.escape(sec.title)}</h2>")
-        if sec.note:
-            body.append(f"<p class=note>{html.escape(sec.note)}</p>")
-        if sec.table is not None:
-            body.append(_html_table(sec.table))
-        group = [p for p in pictures if p.group == sec.pictures]
-        body.append(_html_figures([p for p in group if not p.detail]))
-        detail = [p for p in group if p.detail]
-        if detail:
-            body.append(f"<details><summary>per holdout ({len(detail)} pictures)</summary>"
-                        f"{_html_figures(detail)}</details>")
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>LOSO report</title>"
-            f"<style>{CSS}</style></head><body><h1>LOSO report</h1>"
-            f"<p class=prov>{html.escape(_provenance_line(s))}</p>{''.join(body)}</body></html>\n")
-
-
 # --------------------------------------------------------------------------------- build
 
 @dataclasses.dataclass
@@ -739,15 +839,64 @@ def _slug(*parts) -> str:
     return "_".join(re.sub(r"[^A-Za-z0-9.-]+", "-", str(p)).strip("-") for p in parts if p)
 
 
+def signer_grid(signers: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The long signer table as wide frames (rows: hold-outs, mean, worst; columns: models):
+    ``top1``, ``ci_low``, ``ci_high`` and ``signer`` (who the worst row is)."""
+    order = [h for h in dict.fromkeys(signers.holdout) if h not in GRID_ROWS] + list(GRID_ROWS)
+    models = list(dict.fromkeys(signers.model))
+    wide = signers.pivot(index="holdout", columns="model")
+    return {c: wide[c].reindex(index=order, columns=models)
+            for c in ("top1", "ci_low", "ci_high", "signer")}
+
+
+def _grid_text(g: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Heatmap cell text in %: the value and its interval (the worst row: its signer first)."""
+    text = pd.DataFrame("", index=g["top1"].index, columns=g["top1"].columns)
+    for h, m in itertools.product(text.index, text.columns):
+        v, lo, hi = (g[c].at[h, m] for c in ("top1", "ci_low", "ci_high"))
+        if pd.notna(v):
+            text.at[h, m] = "\n".join(
+                ([str(g["signer"].at[h, m])] if h == "worst" else []) + [f"{100 * v:.1f}"]
+                + ([] if pd.isna(lo) else [f"{100 * lo:.1f}–{100 * hi:.1f}"]))
+    return text
+
+
+def worst_cells(g: dict[str, pd.DataFrame]) -> list[tuple[int, int]]:
+    """(row, column) in the grid of each model's worst hold-out."""
+    order = list(g["top1"].index)
+    return [(order.index(w), j) for j, w in enumerate(g["signer"].loc["worst"])
+            if isinstance(w, str) and w in order]
+
+
+def sweep_names(s: Summary) -> str:
+    return ", ".join(s.sweeps) or "?"
+
+
 def draw(s: Summary) -> list[Picture]:
-    """Every PNG of the report: charts, then confusion matrices summed and per holdout."""
+    """Every PNG of the report: the signer grid, charts, the frontier when there are several
+    variants, then confusion matrices summed and per holdout."""
     out = []
+    if not s.signers.empty:
+        g = signer_grid(s.signers)
+        out.append(Picture("signers.png", "Top-1 (%) per hold-out signer and model, with its "
+                           "95 % Wilson interval; outlined: each model's worst signer",
+                           plot_signer_grid(g["top1"] * 100, _grid_text(g), worst_cells(g),
+                                            f"{sweep_names(s)}: top-1 per signer"), "grid"))
+        per = s.signers[~s.signers.holdout.isin(GRID_ROWS)]
+        out.append(Picture("signers_dots.png", "Top-1 per hold-out signer: one marker per "
+                           "model, faint dots are single seeds",
+                           plot_signers(per, s.rows[s.rows.ok]), "charts"))
     sm = s.summary[s.summary.n_ok > 0]
     if not sm.empty:
-        out.append(Picture("top1.png", "Top-1 by variant × quant", plot_top1(sm), "charts"))
-    if sm.model_mb.notna().any():
-        out.append(Picture("accuracy_vs_size.png", "Top-1 vs model size",
-                           plot_size(sm[sm.model_mb.notna()]), "charts"))
+        out.append(Picture("top1.png", "Top-1 by variant × quant: mean over hold-outs, 95 % "
+                           "Wilson interval", plot_top1(sm), "charts"))
+    sized = sm[sm.size_mb.notna()] if not sm.empty else sm
+    if not sized.empty:
+        out.append(Picture("accuracy_vs_size.png", "Top-1 vs model size, every model",
+                           plot_size(sized), "charts"))
+    if not s.variants.empty:
+        out.append(Picture("frontier.png", "Accuracy–cost frontier: hollow points are "
+                           "dominated", plot_frontier(s.variants), "frontier"))
     for c in s.confusion.itertuples():
         kind = "" if c.model_kind == "signbart" else c.model_kind
         name = _slug(c.variant, c.quant, kind, c.augment_setting)
@@ -756,7 +905,11 @@ def draw(s: Summary) -> list[Picture]:
         pooled = c.holdout == ALL
         title += " — all holdouts" if pooled else f" — holdout {c.holdout}"
         path = f"confusion_{name}.png" if pooled else f"confusion/{name}_{_slug(c.holdout)}.png"
-        out.append(Picture(path, title, plot_confusion(c.counts, c.share, c.names, title),
+        sums = (f"sums {c.n_clips} test predictions: {c.n_holdouts} hold-out"
+                f"{'s' if c.n_holdouts > 1 else ''} × {c.n_seeds} seed"
+                f"{'s' if c.n_seeds > 1 else ''}")
+        out.append(Picture(path, f"{title}; {sums}",
+                           plot_confusion(c.counts, c.share, c.names, title),
                            "confusion", detail=not pooled))
     return out
 
@@ -770,6 +923,8 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS) -> ReportPath
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise UserError(f"report: unknown format {unknown[0]!r} (known: {', '.join(FORMATS)})")
+    from signbart.render import render_html, render_markdown  # render imports this module
+
     s = summarize(load(inputs))
     out = Path(out_dir)
     paths = ReportPaths(out_dir=str(out))

@@ -24,7 +24,7 @@ SCHEMA = pa.schema([
     ("seed", pa.int64()),
     ("variant", pa.string()),
     ("quant", pa.string()),            # fp32 | ptq | qat | int8
-    ("model_kind", pa.string()),       # signbart | baseline
+    ("model_kind", pa.string()),       # signbart | baseline | any other kind (ensemble)
     ("status", pa.string()),           # ok | failed
     ("error", pa.string()),
     ("n_train", pa.int64()),
@@ -50,6 +50,7 @@ SCHEMA = pa.schema([
     ("fp32_model_path", pa.string()),
     ("augment", pa.string()),          # JSON of the augmentation config used
     ("search", pa.string()),           # JSON of the settings a nested search chose, or null
+    ("synthetic", pa.bool_()),         # the dataset's dataset.json says it is generated data
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
     ("git_sha", pa.string()),

@@ -75,6 +75,7 @@ def _metrics_row(cfg: ExperimentConfig, fold, dataset, quant: str, **fields) -> 
                     variant=cfg.variant.name, quant=quant, n_train=len(fold.train),
                     n_val=len(fold.val), n_test=len(fold.test), val_signers=list(fold.val_signers),
                     labels=list(dataset.labels), glosses=list(dataset.glosses),
+                    synthetic=dataset.synthetic,
                     augment=json.dumps(d["train"]["augment"], sort_keys=True),
                     search=json.dumps(cfg.search, sort_keys=True) if cfg.search else None,
                     config=json.dumps(d, sort_keys=True), config_hash=config_hash(d), **fields)

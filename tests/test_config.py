@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,23 @@ EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
               "arabic-asl-44kpts-hands-wrists": 44, "arabic-asl-44kpts-hands-shoulders": 44,
               "arabic-asl-46kpts-hands-shoulders-wrists": 46,
               "arabic-asl-48kpts-hands-shoulders-elbows-wrists": 48, "arabic-asl-90kpts": 90,
-              "lsa64-63kpts": 63, "arabic-asl-65kpts-framed": 65}
+              "lsa64-63kpts": 63, "arabic-asl-65kpts-framed": 65,
+              "arabic-asl-42kpts-hands-framed": 42, "arabic-asl-44kpts-hands-wrists-framed": 44,
+              "arabic-asl-44kpts-hands-shoulders-framed": 44,
+              "arabic-asl-46kpts-hands-shoulders-wrists-framed": 46,
+              "arabic-asl-48kpts-hands-shoulders-elbows-wrists-framed": 48,
+              "arabic-asl-90kpts-framed": 90}
+
+
+def test_framed_variants_are_their_base_plus_framing():
+    framed = [p for p in CONFIGS if p.stem.endswith("-framed")]
+    assert len(framed) == 7
+    for path in framed:
+        v = load_variant(path)
+        base = load_variant(path.with_name(path.stem.removesuffix("-framed") + ".yaml"))
+        assert v.framing is not None, path.name
+        assert dataclasses.replace(v, name=base.name, description=base.description,
+                                   framing=None) == base, path.name
 
 
 def test_every_literature_variant_is_present():

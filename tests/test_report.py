@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import io
 import json
 import os
 import re
@@ -35,7 +33,7 @@ def row(sweep, holdout, seed, quant, top1, kind="signbart", augment=ON, **kw):
         "top1": top1, "top5": top1 + 0.1, "macro_f1": top1 - 0.1}
     fields = {"sweep": sweep, "trial_id": f"{sweep}-{holdout}{seed}", "holdout": holdout,
               "seed": seed, "variant": "v", "quant": quant, "model_kind": kind, **metric,
-              "augment": json.dumps(augment), "git_sha": "abc123",
+              "augment": json.dumps(augment), "git_sha": "abc123", "n_test": 10,
               "model_bytes": {"fp32": 4_000_000, "ptq": 1_000_000}.get(quant, 900_000),
               "params": 1_000_000, "flops": 2_000_000_000, "latency_ms_p50": 3.0}
     fields.update(kw)
@@ -222,8 +220,9 @@ def test_ablation_vs_no_augmentation(summary):
 
 def test_report_files(built):
     out = Path(built.out_dir)
-    assert set(built.csv) == {"summary", "per_holdout", "per_class", "failures", "missing",
-                              "duplicates", "provenance", "baseline", "ablation"}
+    assert set(built.csv) == {"signers", "summary", "per_holdout", "per_class", "failures",
+                              "missing", "duplicates", "provenance", "paired", "baseline",
+                              "ablation"}
     assert len(pd.read_csv(built.csv["summary"])) == 5
     md = Path(built.markdown).read_text()
     for title in ("## Accuracy", "## SignBART vs baseline", "## Augmentation ablation",
@@ -232,7 +231,7 @@ def test_report_files(built):
     for ref in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / ref).is_file(), ref
     pngs = sorted(out.rglob("*.png"))
-    assert len(pngs) == len(built.images) == 2 + 3  # charts; fp32 confusion: A, B, all
+    assert len(pngs) == len(built.images) == 4 + 3  # grid and 3 charts; fp32 confusion: A, B, all
     assert len(list((out / "confusion").glob("*.png"))) == 2
     for p in pngs:
         with Image.open(p) as im:
@@ -240,6 +239,108 @@ def test_report_files(built):
         with Image.open(p) as im:
             assert im.format == "PNG" and im.width > 200 and im.height > 200, p
     assert not list(out.rglob("*.tmp"))
+
+
+def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval, by its textbook formula."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def test_signer_grid_has_wilson_intervals_on_pooled_clips(summary):
+    g = summary.signers[(summary.signers.quant == "fp32") & (summary.signers.model_kind ==
+                                                              "signbart")
+                        & (summary.signers.augment_setting == SETTING)]
+    assert list(g.holdout) == ["A", "B", "mean", "worst"]
+    a, b, mean, worst = (one(g, holdout=h) for h in ("A", "B", "mean", "worst"))
+    assert (a.n_seeds, a.clips, a.correct, a.top1) == (2, 20, 14, pytest.approx(0.7))
+    assert (a.ci_low, a.ci_high) == pytest.approx(wilson(14, 20))
+    assert (mean.top1, mean.clips, mean.correct) == (pytest.approx(0.55), 40, 22)
+    assert (mean.ci_low, mean.ci_high) == pytest.approx(wilson(22, 40))
+    assert (worst.signer, worst.top1) == ("B", pytest.approx(0.4))
+    assert (worst.ci_low, worst.ci_high) == pytest.approx((b.ci_low, b.ci_high))
+    ptq = one(summary.signers, quant="ptq", holdout="B")  # the failed seed is not a zero
+    assert (ptq.n_seeds, ptq.clips, ptq.top1) == (1, 10, pytest.approx(0.4))
+
+
+def test_paired_comparisons_give_bootstrap_interval_and_wilcoxon(summary):
+    from scipy import stats
+
+    p = summary.paired
+    ptq = one(p, quant="ptq", versus="fp32 [flip=true, prob=0.4]")
+    assert (ptq.n_pairs, ptq.delta_mean) == (3, pytest.approx(np.mean([-0.1, 0.0, -0.1])))
+    assert -0.1 - 1e-9 <= ptq.ci_low <= ptq.delta_mean <= ptq.ci_high <= 0.0 + 1e-9
+    assert ptq.wilcoxon_p == pytest.approx(stats.wilcoxon([-0.1, 0.0, -0.1]).pvalue)
+    base = one(p, model_kind="signbart", quant="fp32", augment_setting=SETTING)
+    assert base.versus == "fp32 baseline [flip=true, prob=0.4]"
+    assert (base.n_pairs, base.delta_mean) == (4, pytest.approx(0.15))
+    assert base.ci_low >= 0.1 - 1e-9 and base.ci_high <= 0.3 + 1e-9  # excludes zero...
+    assert base.wilcoxon_p == pytest.approx(0.125)  # ...but 4 pairs cannot reach p < 0.05
+    assert not base.distinguishable and not ptq.distinguishable
+    rerun = report.summarize(summary.rows.drop(columns=["ok", "model"]))
+    pd.testing.assert_frame_equal(rerun.paired, p)  # seeded bootstrap: same rows, same CI
+
+
+def test_pages_name_the_sweeps_say_synthetic_and_count_confusion_sums(tmp_path):
+    write_storage(tmp_path / "st")
+    write_rows([row("syn", "A", 0, "fp32", 0.9, synthetic=True), row("syn", "B", 0, "fp32", 0.8)],
+               str(tmp_path / "st" / "syn" / "results" / "r.parquet"))
+    real = report.build_report([str(tmp_path / "st" / "s1")], str(tmp_path / "real"))
+    mixed = report.build_report([str(tmp_path / "st")], str(tmp_path / "mixed"))
+    page = Path(real.html).read_text()
+    assert "<title>LOSO report: s1</title>" in page and "ynthetic" not in page
+    assert 'id="signer-grid"' in page
+    assert "sums 40 test predictions: 2 hold-outs × 2 seeds" in page   # 14+6+7+13
+    assert "sums 20 test predictions: 1 hold-out × 2 seeds" in page
+    page, md = Path(mixed.html).read_text(), Path(mixed.markdown).read_text()
+    assert "<title>LOSO report: s1, s2, syn</title>" in page
+    for text in (page, md):
+        assert "Synthetic data: 1 of 19 rows come from a dataset" in text
+    assert md.startswith("# LOSO report: s1, s2, syn\n\n> **Synthetic data")
+
+
+def variant_rows(sweep: str) -> list[dict]:
+    """Three variants × fp32/ptq on three signers, one seed; ptq is 1 point below fp32."""
+    from signbart.config import load_variant, to_dict
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    spec = {"arabic-asl-42kpts-hands": ([0.95, 0.93, 0.80], 1.0e6, 2.0),
+            "arabic-asl-44kpts-hands-wrists": ([0.95, 0.93, 0.89], 1.1e6, 2.1),
+            "arabic-asl-65kpts-framed": ([0.96, 0.94, 0.90], 1.5e6, 3.0)}
+    out = []
+    for name, (top1, size, ms) in spec.items():
+        variant = to_dict(load_variant(root / f"{name}.yaml"))
+        for h, t in zip("ABC", top1):
+            for quant, scale, drop in (("fp32", 4, 0.0), ("ptq", 1, 0.01)):
+                out.append(row(sweep, h, 0, quant, t - drop, variant=name,
+                               model_bytes=int(size * scale), latency_ms_p50=ms * scale / 2,
+                               config=json.dumps({"variant": variant})))
+    return out
+
+
+def test_variant_table_frontier_and_recommendation(tmp_path):
+    write_rows(variant_rows("vars"), str(tmp_path / "vars" / "results" / "r.parquet"))
+    s = report.summarize(report.load([str(tmp_path / "vars")]))
+    v = s.variants.set_index("model")
+    assert list(v.keypoints) == [42, 42, 44, 44, 65, 65]
+    b = v.loc["arabic-asl-65kpts-framed fp32"]
+    assert (b.mean_top1, b.worst_signer, b.worst_top1) == (pytest.approx(0.9333333), "C",
+                                                            pytest.approx(0.90))
+    assert (b.size_mb, b.latency_ms_p50) == (pytest.approx(6.0), pytest.approx(6.0))
+    # 42 fp32 (89.3 %, 4 MB) loses to 44 ptq (91.3 %, 1.1 MB); the smallest point never loses
+    assert v.loc["arabic-asl-42kpts-hands fp32"].dominated_size
+    assert not v.loc["arabic-asl-65kpts-framed ptq"].dominated_size
+    assert not v.loc["arabic-asl-42kpts-hands ptq"].dominated_size   # the smallest point
+    # best mean 93.3 % (65 fp32), best worst signer 90 %; 42 fails on its worst signer (80 %),
+    # 44 ptq on its mean (91.3 %): 44 fp32 (92.3 %, worst 89 %) is the smallest that keeps up
+    assert s.recommendation.startswith(
+        "Recommendation: arabic-asl-44kpts-hands-wrists fp32 (44 keypoints, 4.40 MB).")
+    assert "worst signer (C: 89.0 %)" in s.recommendation
+    paths = report.build_report([str(tmp_path / "vars")], str(tmp_path / "out"))
+    assert (Path(paths.out_dir) / "frontier.png").is_file() and "variants" in paths.csv
+    assert "## Keypoint variants × quantisation" in Path(paths.markdown).read_text()
 
 
 def test_all_failed_input_still_reports(tmp_path):
@@ -275,22 +376,32 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
         capture_output=True, text=True, timeout=120, check=True)
 
 
+# Appended to a copy of the page only: after load, lists every image's decoded width.
+PROBE = """<script>addEventListener("load", () => { const p = document.createElement("pre");
+p.id = "probe"; p.textContent = JSON.stringify([...document.images].map(i => i.naturalWidth));
+document.body.append(p); });</script>"""
+
+
 @pytest.mark.slow
 def test_html_renders_in_headless_chromium(built, tmp_path):
     chromium = _chromium()
-    url = Path(built.html).resolve().as_uri()
-    dom = _headless(chromium, tmp_path / "profile", "--dump-dom", url).stdout
-    assert dom.count("<table") >= 9
-    for title in ("Accuracy", "SignBART vs baseline", "Augmentation ablation", "Failures"):
+    page = Path(built.html).read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: nothing fetched
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace("</body>", PROBE + "</body>"))
+    dom = _headless(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom",
+                    probe.as_uri()).stdout
+    grid = re.search(r'<table[^>]*id="signer-grid".*?</table>', dom, re.DOTALL).group(0)
+    assert grid.count("</tr>") == 1 + 2 + 2  # header; hold-outs A, B; mean, worst
+    assert dom.index('id="signer-grid"') < dom.index("<h2>Paired comparisons</h2>")
+    for title in ("Signer × model grid", "Accuracy", "SignBART vs baseline",
+                  "Augmentation ablation", "Failures"):
         assert f"<h2>{title}</h2>" in dom
-    images = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]+)"', dom)
-    assert len(images) == len(built.images)
-    for data in images:
-        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
-            assert im.format == "PNG" and im.width > 200
+    widths = json.loads(re.search(r'<pre id="probe">([^<]*)</pre>', dom).group(1))
+    assert len(widths) == len(built.images) and all(w > 200 for w in widths), widths
     shot = tmp_path / "page.png"
     _headless(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400",
-              url)
+              Path(built.html).resolve().as_uri())
     with Image.open(shot) as im:
         assert im.size == (1280, 2400)
 

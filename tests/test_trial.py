@@ -45,3 +45,4 @@ def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dat
         assert sidecar["labels"] == r["labels"] and sidecar["quant"] == r["quant"]
     assert json.loads(fp32["config"])["holdout"] == "user03" and fp32["config_hash"]
     assert base["params"] > 0 and base["top1"] is not None
+    assert all(r["synthetic"] is True for r in rows)   # dataset.json of synth data says so
