@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from signbart import __version__
-from signbart.errors import UserError
+from signbart.errors import STORAGE_ERRNOS, StorageError, UserError, storage_error
 
 log = logging.getLogger("signbart")
 
@@ -39,7 +39,7 @@ def _set_override(config: dict, assignment: str) -> None:
 def cmd_synth(a) -> int:
     from signbart.synth import synthesize
 
-    synthesize(a.out, a.signers, a.classes, a.reps, a.layout, a.seed)
+    synthesize(a.out, a.signers, a.classes, a.reps, a.layout, a.seed, overwrite=a.overwrite)
     print(f"wrote synthetic dataset {a.out} ({a.signers} signers x {a.classes} classes x "
           f"{a.reps} reps, layout {a.layout})")
     return 0
@@ -48,7 +48,7 @@ def cmd_synth(a) -> int:
 def cmd_import_pkl(a) -> int:
     from signbart.import_pkl import import_pkl
 
-    n = import_pkl(a.src, a.out, trust=a.trust_pickle)
+    n = import_pkl(a.src, a.out, trust=a.trust_pickle, overwrite=a.overwrite)
     print(f"imported {n} samples into {a.out}")
     return 0
 
@@ -58,7 +58,9 @@ def cmd_extract(a) -> int:
 
     summary = extract_dir(a.videos, a.out, layout=a.layout, workers=a.workers, address=a.address,
                           flip=a.flip, flip_signers=_csv_list(a.flip_signers) if a.flip_signers
-                          else None, pattern=a.pattern, resume=a.resume)
+                          else None, pattern=a.pattern, resume=a.resume,
+                          overwrite=a.overwrite, force_settings=a.force_settings,
+                          flush_seconds=a.flush_seconds)
     print(summary)
     return 0 if summary.failed == 0 or a.allow_failures else 1
 
@@ -114,15 +116,21 @@ def cmd_predict(a) -> int:
     else:
         for r in results:
             print(r["video"])
-            for p in r["top"]:
+            for p in r.get("top", []):
                 print(f"  {p['probability']:6.1%}  {p['label']}  {p['gloss']}")
-    return 0
+            if "error" in r:
+                print(f"  failed: {r['error']}")
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        print(f"signbart predict: error: {r['video']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_sweep(a) -> int:
     from signbart.sweep import run_sweep
 
     summary = run_sweep(a.spec, address=a.address, storage=a.storage, resume=a.resume,
+                        trust_storage=a.trust_storage,
                         max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke)
     print(summary)
     return 0 if getattr(summary, "ok", True) else 1
@@ -152,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reps", type=int, default=5)
     s.add_argument("--layout", default="holistic-65", choices=["holistic-65", "holistic-90"])
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     s.set_defaults(func=cmd_synth)
 
     s = sub.add_parser("import-pkl", help="convert reference SignBART .pkl samples to a dataset")
@@ -159,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling SRC (pickle runs arbitrary code: only for trusted files)")
+    s.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     s.set_defaults(func=cmd_import_pkl)
 
     s = sub.add_parser("extract", help="MediaPipe Holistic keypoints from videos, in parallel on Ray")
@@ -172,7 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: from signers.csv beside the videos)")
     s.add_argument("--pattern", help="regex with named groups signer/label/repetition")
     s.add_argument("--resume", action="store_true", help="skip videos already in OUT")
+    s.add_argument("--force-settings", action="store_true",
+                   help="--resume even if OUT was extracted with other settings (mixes them)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace the dataset in OUT (e.g. a failed or unwanted run)")
     s.add_argument("--allow-failures", action="store_true", help="exit 0 even if videos failed")
+    s.add_argument("--flush-seconds", type=float, default=60.0,
+                   help="write finished videos to OUT at least this often (default 60): a "
+                   "crash loses at most this much work")
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("train", help="train one LOSO fold, export and evaluate TFLite models")
@@ -213,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", help="Ray cluster address (default: local Ray in-process)")
     s.add_argument("--storage", help="results storage path or URI (s3://...)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    s.add_argument("--trust-storage", action="store_true",
+                   help="with --resume, restore Tune's pickled state (tuner.pkl) from the "
+                   "storage: only if nobody else can write there")
     s.add_argument("--max-concurrent", type=int)
     s.add_argument("--dry-run", action="store_true", help="print the grid and estimated cost")
     s.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
@@ -235,6 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"signbart {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except StorageError as e:
+        print(f"signbart {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        print(f"signbart {args.command}: error: {storage_error(e, e.filename or '.')}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"signbart {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -334,6 +334,15 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        def at(mark) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}"
+
+        text = f"{path}: not valid YAML at {at(e.problem_mark)}: {e.problem}" \
+            if e.problem_mark else f"{path}: not valid YAML: {e.problem}"
+        if e.context and e.context_mark:
+            text += f" ({e.context} started at {at(e.context_mark)})"
+        raise ConfigError(text) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -14,18 +14,23 @@ written to a temp name and renamed, so an interrupted writer leaves the last goo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import logging
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from signbart.errors import DatasetError, LeakError
+from signbart.errors import DatasetError, LeakError, StorageError
 from signbart.layouts import Layout
 from signbart.storage import write_npy, write_parquet, write_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATTERN = r"(?P<signer>[A-Za-z]+\d+)_(?P<label>[A-Za-z0-9]+)_(?P<repetition>[A-Za-z]*\d+)"
 MANIFEST_COLUMNS = ["sample_id", "signer", "label", "repetition", "n_frames", "source",
@@ -84,11 +89,17 @@ def read_glosses_csv(path: Path) -> dict[str, str]:
 # ---------------------------------------------------------------- writing
 
 class DatasetWriter:
-    """Appends samples to a dataset directory in shards; ``resume=True`` continues one."""
+    """Appends samples to a dataset directory in shards; ``resume=True`` continues one.
+
+    The caller holds the folder's ``OutputLock``. ``extraction`` (the settings that produced
+    the samples) is recorded in ``dataset.json``; a resume with different settings is refused
+    unless ``force_settings``, so one dataset never silently mixes two kinds of samples.
+    """
 
     def __init__(self, out_dir, layout: Layout, labels: list[str] | None = None,
                  glosses: dict[str, str] | list[str] | None = None, description: str = "",
-                 synthetic: bool = False, resume: bool = False, shard_samples: int = 256):
+                 synthetic: bool = False, resume: bool = False, shard_samples: int = 256,
+                 extraction: dict | None = None, force_settings: bool = False):
         self.out = Path(out_dir)
         self.layout = layout
         self.shard_samples = shard_samples
@@ -97,23 +108,38 @@ class DatasetWriter:
         self._glosses = glosses
         manifest = self.out / "manifest.parquet"
         if manifest.exists() and not resume:
-            raise DatasetError(f"{self.out}: already holds a dataset (use --resume to continue "
-                               "it, or choose a new output directory)")
-        if resume and manifest.exists():
-            existing = open_dataset(self.out)
-            if existing.layout.keys != layout.keys:
-                raise DatasetError(f"{self.out}/dataset.json: layout {existing.layout.name!r} "
-                                   f"differs from the requested {layout.name!r}")
-            self._rows = existing.manifest.to_dict("records")
-            self._next_shard = int(existing.manifest["shard"].max()) + 1 if len(existing) else 0
-        else:
-            self._rows = []
-            self._next_shard = 0
+            raise DatasetError(f"{self.out}: already holds a dataset (--resume continues an "
+                               "interrupted extraction, --overwrite replaces it; or choose a "
+                               "new output directory)")
+        self._rows = self._resumed_rows(extraction, force_settings) \
+            if resume and manifest.exists() else []
+        self._next_shard = max((int(r["shard"]) for r in self._rows), default=-1) + 1
         self._ids = {r["sample_id"] for r in self._rows}
         (self.out / "arrays").mkdir(parents=True, exist_ok=True)
         write_text(self.out / "dataset.json", json.dumps({
             "format": "signbart-dataset/1", "description": description,
-            "synthetic": synthetic, "layout": layout.to_dict()}, indent=1))
+            "synthetic": synthetic, "layout": layout.to_dict(),
+            **({"extraction": extraction} if extraction is not None else {})}, indent=1))
+
+    def _resumed_rows(self, extraction: dict | None, force: bool) -> list[dict]:
+        """The rows of the dataset being continued, once it is known to match this run. A run
+        in which nothing succeeded left no samples: it is simply started afresh."""
+        with contextlib.suppress(OSError, ValueError):  # unreadable: open_dataset says why
+            if pd.read_parquet(self.out / "manifest.parquet").empty:
+                return []
+        existing = open_dataset(self.out)
+        if existing.layout.keys != self.layout.keys:
+            raise DatasetError(f"{self.out}/dataset.json: layout {existing.layout.name!r} "
+                               f"differs from the requested {self.layout.name!r}")
+        if extraction is not None:
+            diff = _settings_diff(existing.extraction, extraction)
+            if diff and not force:
+                raise DatasetError(f"{self.out}/dataset.json: {diff}, so --resume would mix "
+                                   "samples extracted differently (pass --force-settings to "
+                                   "mix them anyway, or extract into a new directory)")
+            if diff:
+                log.warning("%s: resuming although %s (--force-settings)", self.out, diff)
+        return existing.manifest.to_dict("records")
 
     def existing_sources(self) -> dict[str, tuple]:
         return {r["source"]: (r.get("source_size"), r.get("source_mtime")) for r in self._rows}
@@ -138,7 +164,8 @@ class DatasetWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write pending samples as one shard, then the manifest that points at it."""
+        """Write pending samples as one shard, then the manifest that points at it. If either
+        write fails, the dataset on disk is unchanged and the samples stay pending."""
         if not self._pending:
             return
         shard = self._next_shard
@@ -146,15 +173,20 @@ class DatasetWriter:
         for meta, kp in self._pending:
             meta.update(shard=shard, offset=offset)
             offset += len(kp)
-        write_npy(self.out / "arrays" / f"shard-{shard:05d}.npy",
-                  np.concatenate([kp for _, kp in self._pending]))
+        path = self.out / "arrays" / f"shard-{shard:05d}.npy"
+        write_npy(path, np.concatenate([kp for _, kp in self._pending]))
+        try:
+            self._write_index(self._rows + [meta for meta, _ in self._pending])
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()  # no manifest points at it
+            raise
         self._rows += [meta for meta, _ in self._pending]
         self._pending = []
         self._next_shard += 1
-        self._write_index()
 
-    def _write_index(self) -> None:
-        df = pd.DataFrame(self._rows, columns=MANIFEST_COLUMNS)
+    def _write_index(self, rows: list[dict]) -> None:
+        df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
         labels = self._fixed_labels or sorted(df["label"].unique())
         missing = sorted(set(df["label"]) - set(labels))
         if missing:
@@ -168,7 +200,7 @@ class DatasetWriter:
     def close(self) -> None:
         self.flush()
         if not self._rows:
-            self._write_index()
+            self._write_index(self._rows)
 
     def __enter__(self):
         return self
@@ -176,8 +208,43 @@ class DatasetWriter:
     def __exit__(self, exc_type, *_):
         if exc_type is None:
             self.close()
-        else:
+        elif exc_type is not StorageError:  # keep what is done; a full disk would refuse it
             self.flush()
+
+
+def _settings_diff(before: dict | None, now: dict) -> str:
+    """Why two extraction settings differ, in words ('' when they match)."""
+    if before is None:
+        return "the dataset does not record its extraction settings (an older signbart made it)"
+    for key in sorted(set(before) | set(now)):
+        if before.get(key) != now.get(key):
+            return f"{key} was {before.get(key)!r} and is now {now.get(key)!r}"
+    return ""
+
+
+FAILURES_FILE = "extraction_failures.parquet"
+DATASET_FILES = ("manifest.parquet", "labels.json", "dataset.json", FAILURES_FILE)
+
+
+def remove_stale_temp(out: Path) -> None:
+    """Delete the temp files of writers that died (``kill -9``) in ``out``. Only call this
+    while holding the folder's ``OutputLock``: then no live writer owns any of them."""
+    for tmp in [*Path(out).glob(".*.tmp"), *Path(out).glob("arrays/.*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    for folder in Path(out).glob(".import-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def clear_dataset(out: Path) -> None:
+    """Remove a dataset's own files from ``out`` (``--overwrite``), manifest first, so an
+    interruption never leaves a valid-looking half. Anything else in the folder stays."""
+    out = Path(out)
+    for name in DATASET_FILES:
+        (out / name).unlink(missing_ok=True)
+    for shard in (out / "arrays").glob("shard-*.npy"):
+        shard.unlink()
+    with contextlib.suppress(OSError):
+        (out / "arrays").rmdir()
 
 
 # ---------------------------------------------------------------- reading
@@ -207,11 +274,16 @@ class Dataset:
             raise DatasetError(f"{self.path / 'dataset.json'}: bad field 'layout' ({e})") from None
         self.description = info.get("description", "")
         self.synthetic = bool(info.get("synthetic", False))
+        self.extraction: dict | None = info.get("extraction")  # None: not extracted here
         lab = self._json("labels.json")
         if not isinstance(lab.get("labels"), list) or not lab["labels"]:
             raise DatasetError(f"{self.path / 'labels.json'}: field 'labels' must be a "
                                "non-empty list")
         self.labels: list[str] = [str(x) for x in lab["labels"]]
+        twice = sorted({x for x in self.labels if self.labels.count(x) > 1})
+        if twice:
+            raise DatasetError(f"{self.path / 'labels.json'}: field 'labels' lists {twice[0]!r} "
+                               "twice (class ids must be unique)")
         self.glosses: list[str] = [str(x) for x in (lab.get("glosses") or self.labels)]
         try:
             self.manifest = pd.read_parquet(self.path / "manifest.parquet")
@@ -247,8 +319,10 @@ class Dataset:
             path = self.path / "arrays" / f"shard-{shard:05d}.npy"
             try:
                 arr = np.load(path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as e:
+            except OSError as e:
                 raise DatasetError(f"{path}: unreadable keypoint array ({e})") from None
+            except ValueError as e:  # a damaged header; numpy's words mislead ("pickled data")
+                raise DatasetError(f"{path}: corrupt keypoint array ({e})") from None
             if arr.ndim != 3 or arr.shape[1:] != (len(self.layout), 3) or arr.dtype != np.float32:
                 raise DatasetError(f"{path}: expected float32 [frames, {len(self.layout)}, 3], "
                                    f"got {arr.dtype} {list(arr.shape)}")

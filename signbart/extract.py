@@ -14,6 +14,7 @@ Hands are named from the signer's own point of view, as MediaPipe reports them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -29,21 +30,26 @@ import numpy as np
 import pandas as pd
 
 from signbart.data import (
+    FAILURES_FILE,
     DatasetWriter,
+    clear_dataset,
     parse_metadata,
     read_glosses_csv,
     read_signers_csv,
+    remove_stale_temp,
 )
-from signbart.errors import DatasetError, UserError
+from signbart.errors import DatasetError, StorageError, UserError
 from signbart.layouts import Layout, get_layout, import_mediapipe_solutions
+from signbart.outlock import OutputLock
 from signbart.storage import write_parquet
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-FAILURES_FILE = "extraction_failures.parquet"
 FLIP_SUFFIX = "_flip"
-FLUSH_EVERY = 32  # videos per shard: an interruption loses at most this many
+FLUSH_EVERY = 32  # videos per shard at most ...
+FLUSH_SECONDS = 60.0  # ... and seconds between shards: a kill -9 loses at most a minute
+MODEL_COMPLEXITY = 1  # Holistic's middle model, the one inside the wheel
 # Test hook: an actor that gets a video whose path contains this variable's value exits at
 # once, as a segfault would, so tests can check that a dead actor is replaced.
 CRASH_HOOK_ENV = "SIGNBART_EXTRACT_CRASH_ON"
@@ -71,7 +77,7 @@ def _import_holistic():
 
 def make_holistic():
     """A Holistic graph in video mode (``model_complexity=1``; its models ship in the wheel)."""
-    return _import_holistic()(static_image_mode=False, model_complexity=1)
+    return _import_holistic()(static_image_mode=False, model_complexity=MODEL_COMPLEXITY)
 
 
 class TimedHolistic:
@@ -295,7 +301,7 @@ def _ray_workers(ray, address: str | None, workers: int | None) -> tuple[int, bo
     if address is not None or not ray.is_initialized():
         # "local": a new cluster in this process, never whatever `ray start` left running.
         # MediaPipe logs a dozen lines per video; they stay in Ray's worker logs.
-        cpus = None if address else max(workers or 0, os.cpu_count() or 1)
+        cpus = None if address else os.cpu_count() or 1
         ray.init(address=address or "local", num_cpus=cpus, logging_level=logging.WARNING,
                  log_to_driver=False)
         started = True
@@ -310,8 +316,9 @@ def _ray_workers(ray, address: str | None, workers: int | None) -> tuple[int, bo
 
 def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = None,
                 address: str | None = None, flip: bool = False, flip_signers=None,
-                pattern: str | None = None, resume: bool = False,
-                progress: bool = True) -> ExtractSummary:
+                pattern: str | None = None, resume: bool = False, progress: bool = True,
+                overwrite: bool = False, force_settings: bool = False,
+                flush_seconds: float = FLUSH_SECONDS) -> ExtractSummary:
     """Extract every video under ``videos`` into the dataset directory ``out``.
 
     Metadata comes from ``data.parse_metadata`` (``pattern`` or the default names, or the
@@ -320,15 +327,32 @@ def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = 
     fills the right-hand slots; ``flip`` adds a mirrored copy of every sample (``*_flip``).
     A ``glosses.csv`` beside the videos names the classes. Runs on the cluster at ``address``,
     else on Ray in this process (``workers`` actors, default one per CPU).
+    ``out`` is locked for the run. ``resume`` continues a dataset extracted with the same
+    settings (``force_settings``: any); ``overwrite`` replaces whatever dataset is there.
+    Finished videos are flushed to disk every ``FLUSH_EVERY`` videos or ``flush_seconds``.
     """
     root, out = Path(videos), Path(out)
     if not root.is_dir():
         raise UserError(f"{root}: not a directory of videos")
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other: continue the dataset in "
+                        f"{out}, or replace it")
     layout_obj = _layout(layout)
     paths = find_videos(root)
     if not paths:
         raise UserError(f"{root}: no videos ({', '.join(VIDEO_SUFFIXES)}) found")
+    with OutputLock(out):
+        remove_stale_temp(out)
+        if overwrite:
+            clear_dataset(out)
+        return _extract_locked(root, out, paths, layout_obj, workers, address, flip,
+                               flip_signers, pattern, resume, progress, force_settings,
+                               flush_seconds)
 
+
+def _extract_locked(root: Path, out: Path, paths: list[Path], layout_obj: Layout, workers,
+                    address, flip: bool, flip_signers, pattern, resume: bool, progress: bool,
+                    force_settings: bool, flush_seconds: float) -> ExtractSummary:
     failures: list[tuple[str, str]] = []
     parsed = []
     for path in paths:
@@ -342,7 +366,8 @@ def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = 
     writer = DatasetWriter(
         out, layout_obj, glosses=read_glosses_csv(glosses_csv) if glosses_csv.is_file() else None,
         description=f"MediaPipe Holistic keypoints of the videos in {root.resolve()}",
-        resume=resume)
+        resume=resume, extraction=extraction_settings(layout_obj, pattern, mirrored, flip),
+        force_settings=force_settings)
     done = writer.existing_sources() if resume else {}
     jobs, skipped = deque(), 0
     for path, source, meta in parsed:
@@ -367,14 +392,37 @@ def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = 
         with writer:  # on an error or Ctrl-C it still flushes what is done, for --resume
             if jobs:
                 frames, ok, busy = _run(jobs, writer, layout_obj, workers, address, flip,
-                                        failures, nodes, _Progress(len(jobs), progress))
-    finally:
-        write_parquet(out / FAILURES_FILE, pd.DataFrame(failures, columns=["file", "reason"]))
+                                        failures, nodes, _Progress(len(jobs), progress),
+                                        flush_seconds)
+    except BaseException as e:
+        with contextlib.suppress(StorageError):  # the first error is the one to report
+            _write_failures(out, failures)
+        if isinstance(e, StorageError):
+            kept = len(writer.existing_sources())
+            raise StorageError(f"{e}; the {kept} videos already in {out} are kept: free some "
+                               "space and run the same command with --resume") from None
+        raise
+    _write_failures(out, failures)
     summary = ExtractSummary(out, ok, skipped, frames, time.perf_counter() - start, busy,
                              tuple(failures), nodes)
     log.info("extracted %d videos (%d frames) in %.1f s; %d failed, %d skipped",
              ok, frames, summary.seconds, summary.failed, skipped)
     return summary
+
+
+def extraction_settings(layout: Layout, pattern: str | None, mirrored: set[str],
+                        flip: bool) -> dict:
+    """What decides a sample's keypoints besides the video: recorded in ``dataset.json`` and
+    compared by ``--resume``."""
+    from importlib.metadata import version
+
+    return {"layout": layout.name, "pattern": pattern, "mirrored_signers": sorted(mirrored),
+            "flip": flip, "mediapipe": version("mediapipe"),
+            "model_complexity": MODEL_COMPLEXITY}
+
+
+def _write_failures(out: Path, failures: list) -> None:
+    write_parquet(out / FAILURES_FILE, pd.DataFrame(failures, columns=["file", "reason"]))
 
 
 def _fail(failures: list, source: str, reason: str) -> None:
@@ -383,7 +431,8 @@ def _fail(failures: list, source: str, reason: str) -> None:
 
 
 def _run(jobs: deque, writer: DatasetWriter, layout: Layout, workers, address, flip: bool,
-         failures: list, nodes: dict, progress: _Progress) -> tuple[int, int, float]:
+         failures: list, nodes: dict, progress: _Progress,
+         flush_seconds: float = FLUSH_SECONDS) -> tuple[int, int, float]:
     """Feed the jobs to a pool of actors, one video in flight per actor, and write results in
     the order they finish. A dead actor fails its video and is replaced, never retried.
     Returns (frames, videos written, seconds inside MediaPipe)."""
@@ -403,6 +452,7 @@ def _run(jobs: deque, writer: DatasetWriter, layout: Layout, workers, address, f
     frames = ok = finished = 0
     busy = 0.0
     failed_before = len(failures)
+    flushed = time.monotonic()
     try:
         while jobs or running:
             while idle and jobs:
@@ -443,8 +493,9 @@ def _run(jobs: deque, writer: DatasetWriter, layout: Layout, workers, address, f
                 ok += 1
                 frames += len(result["arrays"][0])
                 busy += result["process_s"]
-                if ok % FLUSH_EVERY == 0:
+                if ok % FLUSH_EVERY == 0 or time.monotonic() - flushed >= flush_seconds:
                     writer.flush()
+                    flushed = time.monotonic()
             progress.update(finished, len(failures) - failed_before)
         progress.update(finished, len(failures) - failed_before, final=True)
     finally:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
+import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from signbart.data import DatasetWriter, parse_metadata
+from signbart.data import DatasetWriter, clear_dataset, parse_metadata, remove_stale_temp
 from signbart.errors import DatasetError, UserError
 from signbart.layouts import get_layout
+from signbart.outlock import OutputLock
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,13 @@ def _labels(src: Path) -> list[str] | None:
         raise DatasetError(f"{path}: expected a JSON object of label -> id ({e})") from None
 
 
-def import_pkl(src, out, trust: bool = False) -> int:
-    """Convert every ``.pkl`` sample under ``src`` into a dataset at ``out``; returns the count."""
+def import_pkl(src, out, trust: bool = False, overwrite: bool = False) -> int:
+    """Convert every ``.pkl`` sample under ``src`` into a dataset at ``out``; returns the count.
+
+    The dataset is written to a hidden folder inside ``out`` and moved into place, manifest
+    last, only once every sample has converted: a failed import leaves no dataset behind.
+    ``overwrite`` replaces a dataset already in ``out``.
+    """
     src, out = Path(src), Path(out)
     if not trust:
         raise UserError(f"{src}: refusing to unpickle — loading a .pkl file can run arbitrary "
@@ -61,6 +70,24 @@ def import_pkl(src, out, trust: bool = False) -> int:
     files = sorted(src.rglob("*.pkl"))
     if not files:
         raise DatasetError(f"{src}: no .pkl files found")
+    with OutputLock(out):
+        remove_stale_temp(out)
+        if (out / "manifest.parquet").exists() and not overwrite:
+            raise DatasetError(f"{out}: already holds a dataset (--overwrite replaces it; or "
+                               "choose a new output directory)")
+        tmp = out / f".import-{uuid.uuid4().hex}"
+        try:
+            _convert(src, files, tmp)
+            clear_dataset(out)  # the old dataset (--overwrite) or a dead writer's leftovers
+            for name in ("arrays", "dataset.json", "labels.json", "manifest.parquet"):
+                os.replace(tmp / name, out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("imported %d samples from %s into %s", len(files), src, out)
+    return len(files)
+
+
+def _convert(src: Path, files: list[Path], out: Path) -> None:
     first = _load_sample(files[0])
     layout = get_layout(LAYOUT_BY_K[first["keypoints"].shape[1]])
     labels = _labels(src)
@@ -80,5 +107,4 @@ def import_pkl(src, out, trust: bool = False) -> int:
             sample_id = f"{signer}_{label}_{meta['repetition']}"
             writer.add(sample_id, signer, label, meta["repetition"], sample["keypoints"],
                        source=str(path.relative_to(src)))
-    log.info("imported %d samples from %s into %s (%s)", len(files), src, out, layout.name)
-    return len(files)
+    log.info("converted %d samples (%s)", len(files), layout.name)

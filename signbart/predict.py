@@ -23,13 +23,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> list[dict]:
-    """Top-k classes with glosses and probabilities for each video.
+    """Top-k classes with glosses and probabilities for each video; a video without keypoints
+    (unreadable, nobody in it) gets an ``error`` instead of ``top``.
 
     The model and its card are checked against each other before MediaPipe starts.
     ``mirror`` flips the images first, for a left-handed signer (the models are trained with
     the dominant hand in the right-hand slots).
     """
-    from signbart.extract import extract_video, make_holistic
+    from signbart.extract import VideoError, extract_video, make_holistic
     from signbart.preprocess import Selection, prepare_arrays
 
     card, content = ModelCard.read(model_path)
@@ -48,7 +49,12 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
     results = []
     try:
         for video in videos:
-            keypoints = extract_video(video, holistic=holistic, mirror=mirror, layout=layout)
+            try:
+                keypoints = extract_video(video, holistic=holistic, mirror=mirror,
+                                          layout=layout)
+            except VideoError as e:  # the other videos still get their answer
+                results.append({"video": str(video), "error": e.reason})
+                continue
             prep = prepare_arrays([keypoints], [0], selection, card.max_frames)
             probs = _softmax(run.predict(prep.x, prep.mask)[0].astype(np.float64))
             order = np.argsort(-probs)[:top_k]

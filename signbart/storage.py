@@ -8,6 +8,7 @@ half of one. A location is a local path or anything ``pyarrow.fs`` opens (``s3:/
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -20,6 +21,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from signbart.errors import STORAGE_ERRNOS, storage_error
 
 
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
@@ -40,25 +43,31 @@ def rows_uri(results: str, trial_id: str, failed: bool = False) -> str:
     return join(results, f"{trial_id}.failed.parquet" if failed else f"{trial_id}.parquet")
 
 
-def _write(location: str | Path, fill: Callable[[io.RawIOBase], None]) -> str:
-    """The one atomic write: ``fill`` a hidden temp file beside ``location``, then rename it."""
+def _write(location: str | Path, fill: Callable[[io.RawIOBase], None],
+           needed: int | None = None) -> str:
+    """The one atomic write: ``fill`` a hidden temp file beside ``location``, then rename it.
+    On any failure the temp file is removed; a full, read-only or forbidden place is a
+    StorageError naming ``location`` and the ``needed`` bytes, not a raw OSError."""
     fs, path = filesystem(location)
     parent, _, name = path.rpartition("/")
-    fs.create_dir(parent, recursive=True)
     tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
+        fs.create_dir(parent, recursive=True)
         with fs.open_output_stream(tmp) as stream:
             fill(stream)
         fs.move(tmp, path)
-    except BaseException:
-        if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
-            fs.delete_file(tmp)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            if fs.get_file_info(tmp).type != pafs.FileType.NotFound:
+                fs.delete_file(tmp)
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            raise storage_error(e, location, needed) from None
         raise
     return str(location)
 
 
 def write_bytes(location: str | Path, data: bytes) -> str:
-    return _write(location, lambda f: f.write(data))
+    return _write(location, lambda f: f.write(data), len(data))
 
 
 def write_text(location: str | Path, text: str) -> str:
@@ -79,7 +88,7 @@ def write_parquet(location: str | Path, table: pa.Table | pd.DataFrame) -> str:
 
 def write_npy(location: str | Path, array: np.ndarray) -> str:
     """``array`` in ``.npy`` format, never pickled (so it can be memory-mapped and trusted)."""
-    return _write(location, lambda f: np.save(f, array, allow_pickle=False))
+    return _write(location, lambda f: np.save(f, array, allow_pickle=False), array.nbytes + 128)
 
 
 def read_json(location: str | Path):

@@ -104,6 +104,8 @@ class SweepSpec:
         if not _SLUG.fullmatch(self.name):
             raise ValueError(f"name: {self.name!r} must be letters, digits, '_', '.', '+', '-' "
                              "(it names the storage folder)")
+        if not self.holdouts:
+            raise ValueError("holdouts: must not be empty (a list of signers, all, or [none])")
         for key in ("variants", "seeds", "quant"):
             values = getattr(self, key)
             if not values:
@@ -496,7 +498,12 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
 
 
 def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
-           max_concurrent: int | None, chosen: dict | None = None) -> tune.Tuner:
+           max_concurrent: int | None, chosen: dict | None = None,
+           trust_storage: bool = False) -> tune.Tuner:
+    """A fresh Tune run over the grid, or with ``resume`` and ``trust_storage`` Tune's own
+    state restored from storage. That state is a pickle (``tuner.pkl``): restoring it runs
+    whatever code whoever can write the storage put there, so it takes explicit trust. The
+    fresh run loses nothing: finished cells are found by their result rows and skipped."""
     path = join(storage, spec.name)
     trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpu,
                                                  "gpu": spec.resources.gpu})
@@ -505,10 +512,14 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
     if previous.get("hash") not in (None, spec_hash):
         log.warning("%s: the spec changed since this sweep was started; finished cells keep "
                     "their results (use a new name to redo them)", spec.name)
-    if resume and previous.get("hash") == spec_hash and tune.Tuner.can_restore(path):
+    if resume and trust_storage and previous.get("hash") == spec_hash \
+            and tune.Tuner.can_restore(path):
         log.info("resuming %s from its Tune state", path)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    if resume:
+    if resume and not trust_storage:
+        log.info("%s: a fresh Tune run over the grid, skipping finished trials (Tune's pickled "
+                 "state is only restored with --trust-storage)", path)
+    elif resume:
         log.info("%s: no matching Tune state to restore; starting over, skipping finished "
                  "trials", path)
     write_json(join(path, "sweep.json"), {"hash": spec_hash, "spec": to_dict(spec)})
@@ -533,7 +544,7 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
 
 def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
               resume: bool = False, max_concurrent: int | None = None, dry_run: bool = False,
-              smoke: bool = False) -> SweepSummary:
+              smoke: bool = False, trust_storage: bool = False) -> SweepSummary:
     """Run (or, with ``dry_run``, size) the sweep in ``spec_path``; see ``sweeps/README.md``.
 
     Results go to ``<storage>/<name>/results/``, models to ``<storage>/<name>/<trial_id>/``;
@@ -550,7 +561,8 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
     started = _connect(address)
     try:
         chosen = run_searches(spec, grid, storage, max_concurrent) if spec.search else None
-        results = _tuner(spec, grid, storage, resume, max_concurrent, chosen).fit()
+        results = _tuner(spec, grid, storage, resume, max_concurrent, chosen,
+                         trust_storage).fit()
         for result in results:
             if result.error is not None and result.config:
                 tid = trial_name(result.config)

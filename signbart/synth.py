@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from signbart.data import DatasetWriter
+from signbart.data import DatasetWriter, clear_dataset, remove_stale_temp
 from signbart.layouts import FACE_POINTS, get_layout
+from signbart.outlock import OutputLock
 
 # Rest positions of the 23 upper-body pose points, in shoulder-width units (x right, y down),
 # for a signer facing the camera (their left is image right).
@@ -103,8 +104,17 @@ def _sample(cls: dict, signer: dict, layout, rng: np.random.Generator) -> np.nda
 
 
 def synthesize(out_dir, signers: int = 4, classes: int = 6, reps: int = 5,
-               layout: str = "holistic-65", seed: int = 0) -> str:
-    """Write a synthetic dataset; the same arguments give byte-identical files."""
+               layout: str = "holistic-65", seed: int = 0, overwrite: bool = False) -> str:
+    """Write a synthetic dataset; the same arguments give byte-identical files.
+    ``overwrite`` replaces a dataset already in ``out_dir`` (otherwise that is an error)."""
+    with OutputLock(out_dir):
+        remove_stale_temp(out_dir)
+        if overwrite:
+            clear_dataset(out_dir)
+        return _synthesize(out_dir, signers, classes, reps, layout, seed)
+
+
+def _synthesize(out_dir, signers: int, classes: int, reps: int, layout: str, seed: int) -> str:
     rng = np.random.default_rng(seed)
     lay = get_layout(layout)
     class_params = _class_params(classes, rng)

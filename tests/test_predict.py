@@ -5,6 +5,7 @@ import sys
 import pytest
 from conftest import REPO, shared_path
 from test_train import VARIANT
+from videos import photo_video
 
 from signbart.config import to_dict
 from signbart.errors import UserError
@@ -48,7 +49,22 @@ def test_predict_a_real_video_and_reject_a_non_video(exported, tmp_path):
     fake.write_text("not a video")
     p = subprocess.run([sys.executable, "-m", "signbart.cli", "predict", str(fake), "--model",
                         str(exported)], capture_output=True, text=True, cwd=REPO)
-    assert p.returncode == 2 and "notes.mp4" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "notes.mp4" in p.stderr and "Traceback" not in p.stderr
     p = subprocess.run([sys.executable, "-m", "signbart.cli", "predict", str(VIDEO), "--model",
                         str(exported), "--json"], capture_output=True, text=True, cwd=REPO)
     assert p.returncode == 0 and json.loads(p.stdout)[0]["top"][0]["label"] in meta.labels
+
+
+def test_a_bad_video_does_not_stop_the_good_ones(exported, tmp_path):
+    good = photo_video(tmp_path / "good.mp4")
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    p = subprocess.run([sys.executable, "-m", "signbart.cli", "predict", str(bad), str(good),
+                        "--model", str(exported), "--json"], capture_output=True, text=True,
+                       cwd=REPO, check=False)
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    first, second = json.loads(p.stdout)
+    assert first == {"video": str(bad), "error": "OpenCV cannot open it (corrupt, truncated or "
+                                                 "not a video)"}
+    assert second["video"] == str(good) and len(second["top"]) == 5
+    assert p.stderr.strip().splitlines()[-1] == f"signbart predict: error: {bad}: {first['error']}"
