@@ -28,7 +28,7 @@ import pandas as pd
 
 from signbart.errors import DatasetError, LeakError, StorageError
 from signbart.layouts import Layout
-from signbart.storage import write_npy, write_parquet, write_text
+from signbart.storage import remove_temp_files, write_npy, write_parquet, write_text
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +229,8 @@ DATASET_FILES = ("manifest.parquet", "labels.json", "dataset.json", FAILURES_FIL
 def remove_stale_temp(out: Path) -> None:
     """Delete the temp files of writers that died (``kill -9``) in ``out``. Only call this
     while holding the folder's ``OutputLock``: then no live writer owns any of them."""
-    for tmp in [*Path(out).glob(".*.tmp"), *Path(out).glob("arrays/.*.tmp")]:
-        tmp.unlink(missing_ok=True)
+    remove_temp_files(out)
+    remove_temp_files(Path(out) / "arrays")
     for folder in Path(out).glob(".import-*"):
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
 import shutil
 import uuid
@@ -21,6 +20,7 @@ from signbart.data import DatasetWriter, clear_dataset, parse_metadata, remove_s
 from signbart.errors import DatasetError, UserError
 from signbart.layouts import get_layout
 from signbart.outlock import OutputLock
+from signbart.storage import move_into
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ def import_pkl(src, out, trust: bool = False, overwrite: bool = False) -> int:
         try:
             _convert(src, files, tmp)
             clear_dataset(out)  # the old dataset (--overwrite) or a dead writer's leftovers
-            for name in ("arrays", "dataset.json", "labels.json", "manifest.parquet"):
-                os.replace(tmp / name, out / name)
+            move_into(tmp, out, ["arrays", "dataset.json", "labels.json", "manifest.parquet"])
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     log.info("imported %d samples from %s into %s", len(files), src, out)

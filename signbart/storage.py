@@ -111,3 +111,17 @@ def remove(location: str | Path) -> None:
     fs, path = filesystem(location)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_file(path)
+
+
+def remove_temp_files(folder: str | Path) -> None:
+    """Delete the temp files ``_write`` left in ``folder`` when its process died mid-write
+    (``kill -9``). Only while holding the folder's ``OutputLock``: no live writer owns them."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+def move_into(src: str | Path, dst: str | Path, names: list[str]) -> None:
+    """Rename ``names`` from folder ``src`` into folder ``dst`` in order (same filesystem): a
+    folder written aside is published this way, its last name being the commit point."""
+    for name in names:
+        os.replace(Path(src) / name, Path(dst) / name)
