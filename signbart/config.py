@@ -205,6 +205,7 @@ class TrainConfig:
     max_frames: int = MAX_FRAMES
     val_signers: int = 1          # inner validation signers drawn from the training signers
     early_stopping: int = 0       # patience in epochs on inner-validation accuracy; 0 = off
+    refit: bool = False           # after the inner run, retrain on train + inner signers
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
@@ -271,6 +272,7 @@ class VariantConfig:
     model: dict = field(default_factory=dict)
     description: str = ""
     framing: FramingConfig | None = None   # None: the camera's own framing, as the reference
+    anchors: bool = False                  # append body-anchored hand motion (preprocess)
 
     def __post_init__(self):
         if self.num_labels <= 1:
@@ -282,6 +284,10 @@ class VariantConfig:
             missing = [k for k in SHOULDERS if k not in get_layout(self.layout).keys]
             if missing:
                 raise ValueError(f"framing: layout {self.layout!r} has no {missing[0]!r}")
+        if self.anchors:
+            missing = [k for k in ANCHOR_SOURCES if k not in get_layout(self.layout).keys]
+            if missing:
+                raise ValueError(f"anchors: layout {self.layout!r} has no {missing[0]!r}")
 
     def keys(self, layout: Layout) -> list[str]:
         """The selected keypoint keys (``group.name``), validated against ``layout``."""
@@ -316,14 +322,26 @@ class VariantConfig:
             raise ValueError(f"keypoints: duplicate keypoint {dup[0]!r}")
         return out
 
+    def input_keys(self, layout: Layout) -> list[str]:
+        """The model's input slots: the selected keypoints, then the anchor features."""
+        return self.keys(layout) + (list(ANCHOR_KEYS) if self.anchors else [])
+
     def model_config(self, where: str | None = None) -> ModelConfig:
-        n = len(self.keys(get_layout(self.layout)))
+        n = len(self.input_keys(get_layout(self.layout)))
         return from_dict(ModelConfig, {**self.model, "num_keypoints": n,
                                        "num_labels": self.num_labels},
                          f"{where or self.name}: model")
 
 
 SHOULDERS = ("pose.left_shoulder", "pose.right_shoulder")
+MOUTH = ("pose.mouth_left", "pose.mouth_right")
+HANDS = ("left_hand", "right_hand")
+# Per hand, relative to the shoulders (see ``preprocess.anchor_features``).
+ANCHOR_FEATURES = ("wrist", "index_finger_tip", "centroid", "tip_to_mouth", "velocity_1",
+                   "velocity_2", "presence")
+ANCHOR_KEYS = tuple(f"anchor.{h.split('_')[0]}_{f}" for h in HANDS for f in ANCHOR_FEATURES)
+ANCHOR_SOURCES = (*SHOULDERS, *MOUTH, *(f"{h}.{p}" for h in HANDS
+                                       for p in ("wrist", "index_finger_tip")))
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -20,6 +20,7 @@ import json
 import logging
 import re
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -362,21 +363,31 @@ class Dataset:
 
     def fold(self, holdout: str, val_signers: int = 0, seed: int = 0) -> Fold:
         """Train/val/test index views. ``val_signers`` inner signers are drawn from the
-        training signers with ``seed`` (nested LOSO); the holdout is never among them."""
+        training signers with ``(seed, holdout)`` (nested LOSO); the holdout is never among
+        them. Keying the draw on the hold-out too matters: with the seed alone every fold drew
+        the same position of its sorted candidates, so one signer judged almost every fold."""
+        return self.inner_folds(holdout, val_signers, seed, 1)[0]
+
+    def inner_folds(self, holdout: str, val_signers: int, seed: int, count: int) -> list[Fold]:
+        """``count`` folds whose inner signers are disjoint groups of ``val_signers`` from one
+        (seed, holdout) shuffle of the training signers; the first is ``fold``'s."""
         self.resolve_holdouts([holdout])
         signer = self.manifest["signer"].to_numpy()
         rest = sorted(s for s in self.signers if s != holdout)
-        if val_signers >= len(rest):
-            raise DatasetError(f"{self.path}: {val_signers} validation signer(s) leave no "
-                               f"training signer (only {len(rest)} besides the holdout)")
-        rng = np.random.default_rng(seed)
-        val = tuple(sorted(rng.choice(rest, size=val_signers, replace=False))) if val_signers else ()
+        if val_signers * count >= len(rest) or (count > 1 and val_signers < 1):
+            raise DatasetError(f"{self.path}: {count} x {val_signers} validation signer(s) leave "
+                               f"no training signer (only {len(rest)} besides the holdout)")
+        order = np.random.default_rng([seed, zlib.crc32(holdout.encode())]).permutation(rest)
         idx = np.arange(len(signer))
-        return Fold(holdout=holdout,
-                    train=idx[~np.isin(signer, [holdout, *val])],
-                    val=idx[np.isin(signer, val)],
-                    test=idx[signer == holdout] if holdout != "none" else idx[:0],
-                    val_signers=val)
+        folds = []
+        for i in range(count):
+            val = tuple(sorted(order[i * val_signers:(i + 1) * val_signers]))
+            folds.append(Fold(holdout=holdout,
+                              train=idx[~np.isin(signer, [holdout, *val])],
+                              val=idx[np.isin(signer, val)],
+                              test=idx[signer == holdout] if holdout != "none" else idx[:0],
+                              val_signers=val))
+        return folds
 
 
 def open_dataset(path) -> Dataset:

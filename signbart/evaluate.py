@@ -139,8 +139,8 @@ def evaluate_tflite_file(model_path, variant: VariantConfig | str | Path | None,
         dataset = open_dataset(dataset)
 
     try:
-        keys = variant.keys(dataset.layout)
-        trained_keys = card.variant.keys(dataset.layout)
+        keys = variant.input_keys(dataset.layout)
+        trained_keys = card.variant.input_keys(dataset.layout)
     except ValueError as e:
         raise UserError(f"{dataset.path}: variant {variant.name!r} does not fit its layout "
                         f"({e})") from None

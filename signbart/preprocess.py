@@ -20,10 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from signbart.config import SHOULDERS, FramingConfig, VariantConfig
-from signbart.layouts import Layout
+from signbart.config import ANCHOR_KEYS, HANDS, MOUTH, SHOULDERS, FramingConfig, VariantConfig
+from signbart.layouts import Layout, mirror_key
 
 MARGIN = 0.05
+ANCHOR_SPAN = 4.0     # shoulder widths that [0, 1] covers, centred on the shoulder midpoint
 
 
 @dataclass(frozen=True)
@@ -46,20 +47,37 @@ class Selection:
     framing: FramingConfig | None = None
     shoulders: np.ndarray | None = None  # int [2] into the stored layout
     hands: tuple[np.ndarray, ...] = ()   # stored positions of each hand group
+    mouth: np.ndarray | None = None      # int [2] into the stored layout; set with anchors
+    anchors: bool = False
 
     @classmethod
     def of(cls, variant: VariantConfig, stored: Layout) -> Selection:
         keys = variant.keys(stored)
         sub = stored.subset(variant.name, keys)
-        shoulders, hands = None, ()
-        if variant.framing is not None:
+        groups = tuple(np.array(v) for v in sub.groups().values())
+        mirror = sub.mirror_permutation()
+        shoulders, hands, mouth = None, (), None
+        if variant.framing is not None or variant.anchors:
             shoulders = np.array([stored.index(k) for k in SHOULDERS])
-            groups = stored.groups()
-            hands = tuple(np.array(groups[g]) for g in ("left_hand", "right_hand") if g in groups)
-        return cls(indices=np.array([stored.index(k) for k in keys]),
-                   groups=tuple(np.array(v) for v in sub.groups().values()),
-                   mirror=np.array(sub.mirror_permutation()),
-                   framing=variant.framing, shoulders=shoulders, hands=hands)
+            by_group = stored.groups()
+            hands = tuple(np.array(by_group[g]) for g in HANDS if g in by_group)
+        if variant.anchors:
+            mouth = np.array([stored.index(k) for k in MOUTH])
+            groups += (np.arange(len(keys), len(keys) + len(ANCHOR_KEYS)),)
+            mirror += [len(keys) + ANCHOR_KEYS.index(_mirror_anchor(k)) for k in ANCHOR_KEYS]
+        return cls(indices=np.array([stored.index(k) for k in keys]), groups=groups,
+                   mirror=np.array(mirror), framing=variant.framing, shoulders=shoulders,
+                   hands=hands, mouth=mouth, anchors=variant.anchors)
+
+    @property
+    def width(self) -> int:
+        """Model input slots: the selected keypoints, then the anchor features."""
+        return len(self.indices) + (len(ANCHOR_KEYS) if self.anchors else 0)
+
+
+def _mirror_anchor(key: str) -> str:
+    side, feature = key.split(".", 1)[1].split("_", 1)
+    return f"anchor.{mirror_key('pose.' + side).split('.')[1]}_{feature}"
 
 
 def uniform_indices(n_frames: np.ndarray, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +138,53 @@ def reframe(sample: np.ndarray, selection: Selection) -> np.ndarray:
     return out
 
 
+def anchor_features(frames: np.ndarray, lengths: np.ndarray, sel: Selection) -> np.ndarray:
+    """Where each hand is and how it moves, relative to the signer's body: [F, 14, 2].
+
+    Per-group box normalisation keeps a hand's shape but throws away where it is and how
+    fast it goes, which is what tells signs made with the same hand shape at the mouth or at
+    the chest apart. Per hand: wrist, index fingertip and centroid relative to the shoulder
+    midpoint (``ANCHOR_SPAN`` shoulder widths across [0, 1]), fingertip minus mouth, the
+    centroid's displacement over the last 1 and 2 frames (in shoulder widths) and a presence
+    flag (0.5). The shoulder midpoint and width are medians over the sequence.
+    Every value is centred on 0.5, so the mirror and rotation augmentations stay exact;
+    anything not seen is 0, as missing keypoints are.
+    """
+    sample = np.repeat(np.arange(len(lengths)), lengths)                 # [F]
+    present = (frames != 0).any(-1)                                      # [F, Ks]
+    centre = np.zeros((len(lengths), 2), np.float32)
+    width = np.zeros(len(lengths), np.float32)
+    sh, both = frames[:, sel.shoulders], present[:, sel.shoulders].all(1)
+    for i in range(len(lengths)):
+        ok = both & (sample == i)
+        if ok.any():
+            centre[i] = np.median(sh[ok].mean(1), 0)
+            width[i] = np.median(np.abs(sh[ok, 0, 0] - sh[ok, 1, 0]))
+    body = width[sample] > 0                                             # [F]
+    w = np.where(body, width[sample], 1.0)[:, None]                      # [F, 1]
+    c = centre[sample]
+    mouth = frames[:, sel.mouth].mean(1)
+    mouth_ok = present[:, sel.mouth].all(1)
+    out = []
+    for hand in sel.hands:
+        pts, seen = frames[:, hand], present[:, hand]                    # [F, 21, 2], [F, 21]
+        found = seen.any(1)
+        centroid = (pts * seen[..., None]).sum(1) / np.maximum(seen.sum(1), 1)[:, None]
+        wrist, tip = pts[:, 0], pts[:, 8]
+        feats = [(0.5 + (wrist - c) / (ANCHOR_SPAN * w), seen[:, 0]),
+                 (0.5 + (tip - c) / (ANCHOR_SPAN * w), seen[:, 8]),
+                 (0.5 + (centroid - c) / (ANCHOR_SPAN * w), found),
+                 (0.5 + (tip - mouth) / (2 * w), seen[:, 8] & mouth_ok)]
+        for lag in (1, 2):
+            prev = np.roll(centroid, lag, 0)
+            ok = found & np.roll(found, lag) & (np.roll(sample, lag) == sample)
+            ok[:lag] = False
+            feats.append((0.5 + (centroid - prev) / w, ok))
+        feats.append((np.full_like(centroid, 0.5), found))
+        out += [np.where((ok & body)[:, None], np.clip(v, 1e-3, 1.0 - 1e-3), 0.0) for v, ok in feats]
+    return np.stack(out, 1).astype(np.float32)                           # [F, 14, 2]
+
+
 def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
                    max_frames: int = 64, chunk: int = 32) -> Prepared:
     """Preprocess raw [T, K_stored, 3] arrays into padded model inputs.
@@ -127,7 +192,7 @@ def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
     Works on ``chunk`` samples at a time: every step is vectorised over the chunk's frames,
     and chunk-sized temporaries stay in cache instead of faulting in fresh memory.
     """
-    n, k = len(samples), len(selection.indices)
+    n, k = len(samples), selection.width
     x = np.zeros((n, max_frames, k, 2), np.float32)
     mask = np.zeros((n, max_frames), np.float32)
     for c in range(0, n, chunk):
@@ -142,8 +207,13 @@ def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
         frames = flat[rows[:, None], selection.indices[None, :], :2]     # [F, K, 2]
         np.clip(frames, 0.0, 1.0, out=frames)
         valid = np.arange(max_frames)[None, :] < lengths[:, None]        # [chunk, T]
-        x[c:c + chunk][valid] = normalize_groups(frames.astype(np.float32, copy=False),
-                                                 selection.groups)
+        frames = frames.astype(np.float32, copy=False)
+        picked = len(selection.indices)
+        x[c:c + chunk, :, :picked][valid] = normalize_groups(frames, selection.groups[:len(
+            selection.groups) - selection.anchors])
+        if selection.anchors:
+            raw = np.clip(flat[rows, :, :2], 0.0, 1.0)
+            x[c:c + chunk, :, picked:][valid] = anchor_features(raw, lengths, selection)
         mask[c:c + chunk] = valid
     return Prepared(x=x, mask=mask, y=np.asarray(labels, dtype=np.int32))
 
@@ -154,7 +224,7 @@ def prepare(dataset, indices, variant: VariantConfig, max_frames: int = 64) -> P
     selection = Selection.of(variant, dataset.layout)
     samples = [dataset.keypoints(i) for i in indices]
     if not samples:
-        k = len(selection.indices)
+        k = selection.width
         return Prepared(np.zeros((0, max_frames, k, 2), np.float32),
                         np.zeros((0, max_frames), np.float32), np.zeros((0,), np.int32))
     return prepare_arrays(samples, dataset.label_ids[indices], selection, max_frames)

@@ -45,12 +45,14 @@ SCHEMA = pa.schema([
     ("latency_ms_p90", pa.float64()),
     ("train_seconds", pa.float64()),
     ("epochs_run", pa.int64()),
-    ("best_epoch", pa.int64()),        # chosen on inner-validation signers, never the holdout
+    ("best_epoch", pa.int64()),
+    ("inner_val_accuracy", pa.float64()),  # the inner run's best score on its inner signers        # chosen on inner-validation signers, never the holdout
     ("model_path", pa.string()),
     ("fp32_model_path", pa.string()),
     ("augment", pa.string()),          # JSON of the augmentation config used
     ("search", pa.string()),           # JSON of the settings a nested search chose, or null
     ("synthetic", pa.bool_()),         # the dataset's dataset.json says it is generated data
+    ("ensemble_weight", pa.float64()), # SignBART's share in an ensemble row (inner-fitted)
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
     ("git_sha", pa.string()),

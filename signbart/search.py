@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from signbart.config import QATConfig, TrainConfig, from_dict
 from signbart.errors import ConfigError
@@ -34,6 +34,7 @@ class SearchSpec:
     scheduler: str = "fifo"       # "asha" stops weak candidates early, on inner-val accuracy
     grace_period: int = 10        # epochs every candidate runs before ASHA may stop it
     seed: int = 0                 # seeds the candidate sampling; the same seed, the same space
+    rotations: int = 1            # inner folds a candidate is scored on, in turn (mean score)
 
     def __post_init__(self):
         if not isinstance(self.space, dict) or not self.space:
@@ -44,6 +45,11 @@ class SearchSpec:
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got "
                              f"{self.scheduler!r}")
+        if self.rotations < 1:
+            raise ValueError(f"rotations must be >= 1, got {self.rotations}")
+        if self.rotations > 1 and self.scheduler != "fifo":
+            raise ValueError("rotations > 1 needs scheduler: fifo (ASHA would compare a "
+                             "candidate's later inner folds with others' first)")
         if self.grace_period < 1:
             raise ValueError(f"grace_period must be >= 1, got {self.grace_period}")
         for key, dist in self.space.items():
@@ -132,10 +138,11 @@ def validate(search: SearchSpec, train: dict, qat: dict, variant: dict, where: s
 
 
 def search_trial(config: dict, report) -> float:
-    """Train one candidate on ``config['holdout']``'s fold and score it on the inner signers.
+    """Train one candidate on ``config['holdout']``'s fold and score it on the inner signers;
+    with ``rotations`` > 1, on that many disjoint groups of inner signers in turn.
 
     ``report`` gets ``{epoch, val_accuracy, best_val_accuracy}`` after every epoch (what ASHA
-    reads). The held-out signer is sealed for the whole call; nothing here ever tests on it.
+    reads; with rotations, the mean over the inner folds so far). The held-out signer is sealed for the whole call; nothing here ever tests on it.
     Returns the best inner-validation accuracy (the checkpoint a grid trial would keep).
     """
     from signbart.config import variant_from_dict
@@ -149,28 +156,34 @@ def search_trial(config: dict, report) -> float:
     from signbart.train import train
 
     t, _, v = apply(config["params"], config["train"], config["qat"], config["variant"])
-    tcfg = from_dict(TrainConfig, t, "search candidate: train")
+    tcfg = replace(from_dict(TrainConfig, t, "search candidate: train"), refit=False)
     if tcfg.val_signers < 1:
         raise ConfigError("search: train.val_signers must be >= 1 (candidates are scored on "
                           "inner-validation signers, never on the held-out one)")
     variant = variant_from_dict(v)
     dataset = open_dataset(config["data"])
-    fold = dataset.fold(config["holdout"], tcfg.val_signers, config["seed"])
+    folds = dataset.inner_folds(config["holdout"], tcfg.val_signers, config["seed"],
+                                config.get("rotations", 1))
+    bests: list[float] = []
     best = -math.inf
 
     def per_epoch(metrics):
         nonlocal best
         best = max(best, metrics.get("val_accuracy", -math.inf))
-        report({"epoch": metrics["epoch"], "val_accuracy": metrics.get("val_accuracy"),
-                "best_val_accuracy": best})
+        report({"epoch": len(bests) * tcfg.epochs + metrics["epoch"], "rotation": len(bests),
+                "val_accuracy": metrics.get("val_accuracy"),
+                "best_val_accuracy": (sum(bests) + best) / (len(bests) + 1)})
 
     with tempfile.TemporaryDirectory() as tmp:
-        dataset.seal([fold.holdout])
-        try:
-            train(tcfg, variant, dataset, fold, tmp, config["seed"], report=per_epoch)
-        finally:
-            dataset.unseal()
-    return best
+        for fold in folds:
+            dataset.seal([fold.holdout])
+            try:
+                train(tcfg, variant, dataset, fold, tmp, config["seed"], report=per_epoch)
+            finally:
+                dataset.unseal()
+            bests.append(best)
+            best = -math.inf
+    return sum(bests) / len(bests)
 
 
 def choose(candidates: list[dict]) -> dict:

@@ -96,6 +96,7 @@ class SweepSpec:
     resources: Resources = field(default_factory=Resources)
     retries: int = 2
     baseline: bool = True
+    ensemble: bool = False                         # also SignBART + baseline as one model
     ablation: dict = field(default_factory=dict)   # name -> AugmentConfig overrides
     search: SearchSpec | None = None               # nested search per hold-out (search.py)
     smoke: dict = field(default_factory=dict)      # overrides applied by --smoke
@@ -237,7 +238,7 @@ def experiment_config(config: dict, out_dir: str) -> dict:
             "holdout": config["holdout"], "seed": config["seed"], "quant": config["quant"],
             "train": train, "qat": qat, "out_dir": out_dir, "sweep": config["sweep"],
             "trial_id": trial_name(config), "threads": config["threads"],
-            "baseline": config["baseline"],
+            "baseline": config["baseline"], "ensemble": config.get("ensemble", False),
             "search": {k: chosen[k] for k in ("params", "val_accuracy", "val_signers")}
             if chosen else {}}
 
@@ -389,9 +390,16 @@ def _describe(spec: SweepSpec, grid: Grid) -> str:
                                                   if grid.ablations else [])
     return (f"{' x '.join(axes)} = {n} trial(s) x {len(spec.quant)} quant mode(s) "
             f"({', '.join(spec.quant)}) = {n * len(spec.quant)} cells"
+            + (f" (+{n * (_cells_per_trial(spec) - len(spec.quant))} ensemble cells)"
+               if spec.ensemble else "")
             + (f" (+{n} baseline rows)" if spec.baseline else "")
             + f"; {spec.resources.cpu:g} CPU/{spec.resources.gpu:g} GPU per trial, "
               f"{spec.retries} retries")
+
+
+def _cells_per_trial(spec: SweepSpec) -> int:
+    """SignBART's quant modes, plus the ensemble's float and dynamic-range files."""
+    return len(spec.quant) + (len({"fp32", "ptq"} & set(spec.quant)) if spec.ensemble else 0)
 
 
 def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=None
@@ -408,15 +416,15 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
                                  rows_uri(results, tid, failed=True)) if exists(u)]
             rows = read_rows(files[:1]).to_pylist() if files else []
             whole = bool(files) and files[0].endswith(".failed.parquet")  # the trial itself
-            signbart = [r for r in rows if r["model_kind"] == "signbart"]
-            counts["cells_missing"] += len(spec.quant) - len(signbart)
+            models = [r for r in rows if r["model_kind"] != "baseline"]
+            counts["cells_missing"] += _cells_per_trial(spec) - len(models)
             for r in rows:
                 key = "ok" if r["status"] == "ok" else "failed"
-                counts[f"cells_{key}" if r["model_kind"] == "signbart" else f"baseline_{key}"] += 1
-                if r["status"] != "ok" and r["model_kind"] == "signbart":
+                counts[f"cells_{key}" if r["model_kind"] != "baseline" else f"baseline_{key}"] += 1
+                if r["status"] != "ok" and r["model_kind"] != "baseline":
                     errors.setdefault(tid, r["error"] if whole else f"{r['quant']}: {r['error']}")
     return SweepSummary(name=spec.name, path=path, trials=len(trials),
-                        cells=len(trials) * len(spec.quant), skipped=skipped, errors=errors,
+                        cells=len(trials) * _cells_per_trial(spec), skipped=skipped, errors=errors,
                         grid=_describe(spec, grid), estimate=estimate, **counts)
 
 
@@ -474,7 +482,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
             param_space={"data": spec.data, "variant": to_dict(load_variant(variant_path)),
                          "holdout": holdout, "seed": seed, "train": to_dict(spec.train),
                          "qat": to_dict(spec.qat), "threads": spec.resources.threads,
-                         "params": search.param_space()},
+                         "rotations": search.rotations, "params": search.param_space()},
             tune_config=tune.TuneConfig(num_samples=search.num_samples, scheduler=scheduler,
                                         search_alg=BasicVariantGenerator(random_state=search.seed),
                                         max_concurrent_trials=max_concurrent),
@@ -487,13 +495,14 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                        "error": _error_text(r.error) if r.error is not None else None}
                       for i, r in enumerate(results)]
         best = choose(candidates)
-        fold = dataset.fold(holdout, spec.train.val_signers, seed)
+        folds = dataset.inner_folds(holdout, spec.train.val_signers, seed, search.rotations)
+        judges = sorted(s for f in folds for s in f.val_signers)
         chosen[key] = {"holdout": holdout, "variant": variant, "seed": seed,
-                       "val_signers": list(fold.val_signers), "params": best["params"],
+                       "val_signers": judges, "params": best["params"],
                        "val_accuracy": best["best_val_accuracy"], "candidates": candidates}
         write_json(uri, chosen[key])
         log.info("search %s: chose %s (inner-val accuracy %.3f on %s)", key, best["params"],
-                 best["best_val_accuracy"], ", ".join(fold.val_signers))
+                 best["best_val_accuracy"], ", ".join(judges))
     return chosen
 
 
@@ -526,7 +535,8 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
     param_space = {
         "sweep": spec.name, "data": spec.data, "quant": list(spec.quant),
         "train": to_dict(spec.train), "qat": to_dict(spec.qat), "baseline": spec.baseline,
-        "threads": spec.resources.threads, "variants": grid.variants, "ablations": grid.ablations,
+        "ensemble": spec.ensemble, "threads": spec.resources.threads,
+        "variants": grid.variants, "ablations": grid.ablations,
         "results": join(path, "results"), "artifacts": path, "chosen": chosen or {},
         "holdout": tune.grid_search(list(grid.holdouts)),
         "seed": tune.grid_search(list(grid.seeds)),

@@ -65,6 +65,8 @@ class ModelCard:
     config_hash: str = ""
     params: int | None = None
     flops: int | None = None
+    model_kind: str = "signbart"        # or "ensemble" (SignBART + baseline in one graph)
+    ensemble_weight: float | None = None  # SignBART's share in an ensemble
 
     def __post_init__(self):
         if self.quant not in QUANT_MODES:

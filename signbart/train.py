@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +34,12 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     train_seconds: float
-    train_data: Prepared | None = None     # the preprocessed fold, reused by QAT and export
-    val_data: Prepared | None = None
-    history: dict = field(default_factory=dict)
-    samples_per_second: float = 0.0
+    train_data: Prepared | None = None     # what the kept model was fit on (QAT, export reuse it)
+    val_data: Prepared | None = None       # the inner-validation signers
+    inner_train_data: Prepared | None = None   # the inner run's training signers
+    inner_val_logits: np.ndarray | None = None  # the inner run's model on ``val_data``
+    inner_val_accuracy: float | None = None    # its best inner-validation accuracy
+    inner_model: object = None                 # the inner run's kept model, when refit
 
 
 def as_model_inputs(x, mask, y=None):
@@ -123,34 +125,38 @@ def fold_augment(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: P
     """The training augmentation for one fold; ``hand_paste`` draws its hands from that fold's
     own training frames, so the bank is built here rather than in the config."""
     sel = Selection.of(variant, layout)
-    left_hand = [i for i, k in enumerate(variant.keys(layout)) if k.startswith("left_hand.")]
+    left_hand = [i for i, k in enumerate(variant.input_keys(layout))
+                 if k.startswith(("left_hand.", "anchor.left_"))]
     bank = hand_bank(train_prep.x, left_hand, seed=seed) if cfg.augment.hand_paste else None
     return make_augment(cfg.augment, sel.groups, sel.mirror, left_hand, bank)
 
 
-def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold, out_dir,
-          seed: int, report=None) -> TrainResult:
-    """Train on ``fold.train``, choose on ``fold.val``; never reads ``fold.test``."""
-    from signbart.model import build_model, count_params
+def concat(*parts: Prepared) -> Prepared:
+    return Prepared(x=np.concatenate([p.x for p in parts]),
+                    mask=np.concatenate([p.mask for p in parts]),
+                    y=np.concatenate([p.y for p in parts]))
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+@dataclass
+class _Fit:
+    model: object
+    epochs_run: int
+    best_epoch: int
+    seconds: float
+    best_score: float | None
+
+
+def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
+         val_prep: Prepared | None, out_dir: Path, seed: int, report, keep_best: bool) -> _Fit:
+    """One training run from fresh weights (same seed, same initial weights)."""
+    from signbart.model import build_model
+
     seed_everything(seed)
     model_cfg = variant.model_config()
-    if model_cfg.num_labels != len(dataset.labels):
-        raise ConfigError(f"variant {variant.name!r}: num_labels is {model_cfg.num_labels} but "
-                          f"{dataset.path}/labels.json has {len(dataset.labels)} classes")
-    dataset.seal([fold.holdout])
-    train_prep = prepare(dataset, fold.train, variant, cfg.max_frames)
-    val_prep = prepare(dataset, fold.val, variant, cfg.max_frames)
-    augment = fold_augment(cfg, variant, dataset.layout, train_prep, seed)
+    augment = fold_augment(cfg, variant, layout, train_prep, seed)
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
-    val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if len(val_prep) else None
-
+    val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if val_prep is not None else None
     model = build_model(model_cfg)
-    params = count_params(model)
-    log.info("SignBART %s: %d parameters, %d train / %d val samples", variant.name, params,
-             len(train_prep), len(val_prep))
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(cfg, len(train_prep)),
                                                    weight_decay=cfg.weight_decay),
                   loss=sparse_ce(cfg.label_smoothing, model_cfg.num_labels),
@@ -159,11 +165,12 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     monitor = prefix + "accuracy"
     keep = KeepBest(prefix)
     callbacks = [
-        keep,
         keras.callbacks.CSVLogger(str(out_dir / "train_log.csv")),
         keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False,
                                     profile_batch=0),
     ]
+    if keep_best:
+        callbacks.append(keep)
     if cfg.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, mode="max", factor=cfg.plateau_factor,
@@ -180,9 +187,51 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     epochs_run = len(history.history.get("loss", []))
     if keep.weights is not None:
         model.set_weights(keep.weights)
+    return _Fit(model, epochs_run, keep.best_epoch or epochs_run, seconds,
+                keep.best[0] if keep.best is not None else None)
+
+
+def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold, out_dir,
+          seed: int, report=None) -> TrainResult:
+    """Train on ``fold.train``, choose on ``fold.val``; never reads ``fold.test``.
+
+    With ``cfg.refit`` the inner run only chooses the number of epochs (its best inner-val
+    epoch); the model kept is then trained afresh on the training and inner signers together
+    for that many epochs, so the shipped model has seen every signer but the held-out one.
+    """
+    from signbart.model import count_params
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = variant.model_config()
+    if model_cfg.num_labels != len(dataset.labels):
+        raise ConfigError(f"variant {variant.name!r}: num_labels is {model_cfg.num_labels} but "
+                          f"{dataset.path}/labels.json has {len(dataset.labels)} classes")
+    dataset.seal([fold.holdout])
+    train_prep = prepare(dataset, fold.train, variant, cfg.max_frames)
+    val_prep = prepare(dataset, fold.val, variant, cfg.max_frames)
+    has_val = len(val_prep) > 0
+    log.info("SignBART %s: %d train / %d val samples%s", variant.name, len(train_prep),
+             len(val_prep), ", then refit on both" if cfg.refit and has_val else "")
+    inner = _fit(cfg, variant, dataset.layout, train_prep, val_prep if has_val else None,
+                 out_dir, seed, report, keep_best=True)
+    inner_logits = (inner.model.predict(as_model_inputs(val_prep.x, val_prep.mask), batch_size=64,
+                                        verbose=0) if has_val else None)
+    final, final_prep, seconds = inner, train_prep, inner.seconds
+    if cfg.refit and has_val:
+        epochs = max(inner.best_epoch, cfg.warmup_epochs + 1 if cfg.schedule == "cosine" else 1)
+        final_prep = concat(train_prep, val_prep)
+        refit_dir = out_dir / "refit"
+        refit_dir.mkdir(exist_ok=True)
+        final = _fit(replace(cfg, epochs=epochs, early_stopping=0), variant, dataset.layout,
+                     final_prep, None, refit_dir, seed,
+                     None if report is None else (lambda m: report({**m, "refit": 1})),
+                     keep_best=False)
+        seconds += final.seconds
     dataset.unseal()
-    return TrainResult(model=model, params=params, epochs_run=epochs_run,
-                       best_epoch=keep.best_epoch or epochs_run, train_seconds=seconds,
-                       train_data=train_prep, val_data=val_prep,
-                       history={k: [float(v) for v in vs] for k, vs in history.history.items()},
-                       samples_per_second=len(train_prep) * epochs_run / seconds)
+    return TrainResult(model=final.model, params=count_params(final.model),
+                       epochs_run=final.epochs_run, best_epoch=inner.best_epoch,
+                       train_seconds=seconds, train_data=final_prep, val_data=val_prep,
+                       inner_train_data=train_prep, inner_val_logits=inner_logits,
+                       inner_val_accuracy=inner.best_score if has_val else None,
+                       inner_model=inner.model if final is not inner else None)

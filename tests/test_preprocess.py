@@ -154,3 +154,43 @@ def test_framing_config_is_validated():
         FramingConfig(shoulder_y=1.2)
     with pytest.raises(ConfigError, match=r"v\.yaml\.framing: shoulder_width must be in"):
         from_dict(VariantConfig, {"name": "v", "framing": {"shoulder_width": 0}}, "v.yaml")
+
+
+def test_anchor_features_place_hands_relative_to_the_shoulders_and_mirror_exactly():
+    from signbart import augment
+    from signbart.config import ANCHOR_KEYS
+    from signbart.tfkeras import tf
+
+    layout = get_layout("holistic-65")
+    variant = VariantConfig(name="a", anchors=True)
+    sel = Selection.of(variant, layout)
+    assert sel.width == 65 + len(ANCHOR_KEYS) == variant.model_config().num_keypoints
+    sample = np.zeros((5, 65, 3), np.float32)
+    ls, rs = layout.index("pose.left_shoulder"), layout.index("pose.right_shoulder")
+    ml, mr = layout.index("pose.mouth_left"), layout.index("pose.mouth_right")
+    sample[:, ls, :2], sample[:, rs, :2] = (0.6, 0.5), (0.4, 0.5)     # width 0.2, centre (0.5, 0.5)
+    sample[:, ml, :2], sample[:, mr, :2] = (0.52, 0.3), (0.48, 0.3)   # mouth at (0.5, 0.3)
+    right = [layout.index(k) for k in layout.keys if k.startswith("right_hand.")]
+    for t in range(5):                                                 # right hand rises 0.02/frame
+        sample[t, right, :2] = (0.3, 0.5 - 0.02 * t)
+    x = prepare_arrays([sample], [0], sel, max_frames=8).x[0]          # [8, 79, 2]
+    a = {k: x[:, 65 + i] for i, k in enumerate(ANCHOR_KEYS)}
+    np.testing.assert_allclose(a["anchor.right_wrist"][0], [0.5 - 0.2 / 0.8, 0.5], atol=1e-5)
+    # (-0.2, 0.2) from the mouth is (-0.5, 0.5) at 2 shoulder widths: clipped into (0, 1)
+    np.testing.assert_allclose(a["anchor.right_tip_to_mouth"][0], [1e-3, 1 - 1e-3], atol=1e-6)
+    np.testing.assert_allclose(a["anchor.right_velocity_1"][1:5], np.tile([0.5, 0.4], (4, 1)),
+                               atol=1e-5)   # -0.02 per frame = -0.1 shoulder widths
+    np.testing.assert_allclose(a["anchor.right_velocity_2"][2:5], np.tile([0.5, 0.3], (3, 1)),
+                               atol=1e-5)   # over two frames
+    assert (a["anchor.right_velocity_1"][0] == 0).all() and (a["anchor.right_velocity_2"][:2] == 0).all()
+    assert (a["anchor.right_presence"][:5] == 0.5).all() and (a["anchor.left_presence"] == 0).all()
+    assert (x[5:] == 0).all()                                          # padding stays 0
+    # mirroring the prepared input equals preparing the mirrored video
+    mirrored = sample.copy()
+    mirrored[..., 0] = np.where((sample[..., :2] != 0).any(-1), 1 - sample[..., 0], 0)
+    perm = layout.mirror_permutation()
+    mirrored = mirrored[:, np.argsort(perm)]
+    want = prepare_arrays([mirrored], [0], sel, max_frames=8).x[0]
+    got = augment.mirror(tf.constant(x), sel.mirror).numpy()
+    anchors = slice(65, None)
+    np.testing.assert_allclose(got[:, anchors], want[:, anchors], atol=1e-5)

@@ -114,6 +114,21 @@ def test_search_trial_scores_on_inner_signers_and_never_reads_the_holdout(
     assert set(inner) <= set(read)
 
 
+def test_search_rotation_scores_the_mean_over_disjoint_inner_signers(synth_dataset, tiny_variant):
+    reports = []
+    config = {"data": str(synth_dataset), "holdout": "user02", "seed": 5, "threads": 1,
+              "variant": yaml.safe_load(tiny_variant.read_text()), "rotations": 2,
+              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "val_signers": 1,
+                        "refit": True},
+              "qat": {}, "params": {"train.lr": 2e-3}}
+    score = search_trial(config, reports.append)
+    assert [(r["rotation"], r["epoch"]) for r in reports] == [(0, 1), (0, 2), (1, 3), (1, 4)]
+    per_fold = [max(r["val_accuracy"] for r in reports if r["rotation"] == i) for i in (0, 1)]
+    assert score == pytest.approx(sum(per_fold) / 2) == reports[-1]["best_val_accuracy"]
+    with pytest.raises(ValueError, match="rotations > 1 needs scheduler: fifo"):
+        SearchSpec(space={"train.lr": {"grid": [1e-3]}}, rotations=2, scheduler="asha")
+
+
 @pytest.mark.slow
 def test_sweep_searches_each_holdout_then_runs_its_choice(tmp_path, synth_dataset, tiny_variant):
     spec = _spec(tmp_path, synth_dataset, tiny_variant, holdouts=["user01", "user02"])

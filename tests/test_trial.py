@@ -46,3 +46,31 @@ def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dat
     assert json.loads(fp32["config"])["holdout"] == "user03" and fp32["config_hash"]
     assert base["params"] > 0 and base["top1"] is not None
     assert all(r["synthetic"] is True for r in rows)   # dataset.json of synth data says so
+
+
+@pytest.mark.slow
+def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
+    reports = []
+    rows = run_trial({"data": str(synth_dataset), "variant": to_dict(VARIANT), "holdout": "user03",
+                      "seed": 1, "quant": ["fp32", "ptq"], "out_dir": str(tmp_path), "sweep": "t",
+                      "ensemble": True,
+                      "train": {"epochs": 4, "batch_size": 8, "val_signers": 1, "refit": True,
+                                "schedule": "cosine", "warmup_epochs": 1}},
+                     report=reports.append)
+    kinds = [(r["model_kind"], r["quant"], r["status"]) for r in rows]
+    assert kinds == [("signbart", "fp32", "ok"), ("signbart", "ptq", "ok"),
+                     ("ensemble", "fp32", "ok"), ("ensemble", "ptq", "ok"),
+                     ("signbart-keepbest", "fp32", "ok"), ("baseline", "fp32", "ok")]
+    best = rows[0]["best_epoch"]
+    # the inner run (4 epochs on the inner signer), then a refit on 3 signers for its best epoch
+    assert [m["epoch"] for m in reports if not m.get("refit")] == [1, 2, 3, 4]
+    assert [m["epoch"] for m in reports if m.get("refit")] == list(range(1, max(best, 2) + 1))
+    assert rows[0]["epochs_run"] == max(best, 2) and rows[0]["n_train"] == 90
+    ens = rows[2]
+    assert 0.0 <= ens["ensemble_weight"] <= 1.0 and ens["params"] > rows[0]["params"]
+    assert rows[3]["model_bytes"] < ens["model_bytes"]
+    keep = rows[4]     # the inner run's own checkpoint, for the refit-vs-keep-best ablation
+    assert keep["n_train"] == 60 and keep["epochs_run"] == best and keep["top1"] is not None
+    assert 0.0 <= rows[0]["inner_val_accuracy"] <= 1.0
+    card = json.loads(Path(ens["model_path"]).with_suffix(".json").read_text())
+    assert card["model_kind"] == "ensemble" and card["ensemble_weight"] == ens["ensemble_weight"]
