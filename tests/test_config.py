@@ -24,7 +24,7 @@ EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
               "arabic-asl-44kpts-hands-shoulders-framed": 44,
               "arabic-asl-46kpts-hands-shoulders-wrists-framed": 46,
               "arabic-asl-48kpts-hands-shoulders-elbows-wrists-framed": 48,
-              "arabic-asl-90kpts-framed": 90}
+              "arabic-asl-90kpts-framed": 90, "arabic-asl-65kpts-framed-anchored": 79}
 
 
 def test_framed_variants_are_their_base_plus_framing():
