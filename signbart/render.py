@@ -107,12 +107,15 @@ def _seed_count(s: Summary) -> str:
 
 
 def _grid_note(s: Summary) -> str:
+    variants = s.rows.variant.unique()
+    columns = (f"quant and model kind (variant {variants[0]})" if len(variants) == 1
+               else "variant, quant and model kind")
     return (f"Top-1 in % on each held-out signer, over {_seed_count(s)}, "
             f"with a {CONFIDENCE:.0%} Wilson score interval on the clips pooled over seeds "
             "(a seed's pass over a clip counts as one trial, so seed-to-seed spread is not in "
             "it). mean: the mean of the signers' values, interval on every clip pooled; worst: "
-            "the lowest signer (▼ in its column). Columns: variant, quant and model kind; "
-            "failed cells are left out, never counted as zero. Also in signers.csv.")
+            f"the lowest signer (▼ in its column). Columns: {columns}; failed cells are left "
+            "out, never counted as zero. Also in signers.csv.")
 
 
 def _paired_sentence(p: pd.DataFrame) -> str:
