@@ -301,6 +301,21 @@ def test_pages_name_the_sweeps_say_synthetic_and_count_confusion_sums(tmp_path):
     assert md.startswith("# LOSO report: s1, s2, syn\n\n> **Synthetic data")
 
 
+def test_any_model_kind_gets_a_grid_column_and_its_comparisons(tmp_path):
+    rows = [row("e", h, seed, quant, top1 + 0.01 * seed, kind)
+            for h in "AB" for seed in (0, 1)
+            for quant, kind, top1 in (("fp32", "signbart", 0.8), ("fp32", "baseline", 0.7),
+                                      ("fp32", "ensemble", 0.9), ("ptq", "ensemble", 0.85))]
+    write_rows(rows, str(tmp_path / "e" / "results" / "r.parquet"))
+    s = report.summarize(report.load([str(tmp_path / "e")]))
+    assert list(dict.fromkeys(s.signers.model)) == ["fp32", "fp32 baseline", "fp32 ensemble",
+                                                    "ptq ensemble"]
+    pairs = dict(zip(zip(s.paired.model, s.paired.versus), s.paired.delta_mean))
+    assert pairs == {("fp32", "fp32 baseline"): pytest.approx(0.1),
+                     ("fp32 ensemble", "fp32 baseline"): pytest.approx(0.2),
+                     ("ptq ensemble", "fp32 ensemble"): pytest.approx(-0.05)}
+
+
 def variant_rows(sweep: str) -> list[dict]:
     """Three variants × fp32/ptq on three signers, one seed; ptq is 1 point below fp32."""
     from signbart.config import load_variant, to_dict
