@@ -493,9 +493,11 @@ def _run(jobs: deque, writer: DatasetWriter, layout: Layout, workers, address, f
                 ok += 1
                 frames += len(result["arrays"][0])
                 busy += result["process_s"]
-                if ok % FLUSH_EVERY == 0 or time.monotonic() - flushed >= flush_seconds:
+                if ok % FLUSH_EVERY == 0:
                     writer.flush()
-                    flushed = time.monotonic()
+            if time.monotonic() - flushed >= flush_seconds:  # checked at least once a second
+                writer.flush()
+                flushed = time.monotonic()
             progress.update(finished, len(failures) - failed_before)
         progress.update(finished, len(failures) - failed_before, final=True)
     finally:

@@ -30,7 +30,7 @@ from videos import photo, photo_video, write_video
 from signbart.config import config_hash, to_dict
 from signbart.data import open_dataset
 from signbart.errors import DatasetError
-from signbart.extract import extract_video
+from signbart.extract import extract_video, make_holistic
 from signbart.outlock import OutputLock
 from signbart.results import write_rows
 from signbart.sweep import Grid, load_spec, trial_name
@@ -230,10 +230,14 @@ def test_kill_9_mid_extract_loses_at_most_the_unflushed_video(tmp_path):
     assert f"{len(kept)} skipped" in p.stdout
     got = samples(out)
     assert len(got) == 4 and temp_files(out) == []
-    for sid, kp in got.items():  # bit-identical to a clean extraction
-        assert np.array_equal(kp, extract_video(videos / f"{sid}.mp4")), sid
-        if sid in kept:
-            assert np.array_equal(kp, kept[sid])
+    holistic = make_holistic()
+    try:
+        for sid, kp in got.items():  # bit-identical to a clean extraction
+            assert np.array_equal(kp, extract_video(videos / f"{sid}.mp4", holistic)), sid
+            if sid in kept:
+                assert np.array_equal(kp, kept[sid])
+    finally:
+        holistic.close()
 
 
 # ---------------------------------------------------------------- resume checks its premises
@@ -348,6 +352,11 @@ def test_resume_never_unpickles_tune_state_without_trust_storage(tmp_path, synth
     assert "only restored with --trust-storage" in p.stderr
     assert "cells: 2 ok, 0 failed, 0 missing of 2" in p.stdout
     assert "2 trial(s) already finished" in p.stdout
+    # the explicit opt-in does restore Tune's state, and so runs whatever is in it
+    (storage / "t" / "tuner.pkl").write_bytes(pickle.dumps(Poison(marker)))
+    signbart("sweep", spec_path, "--resume", "--trust-storage", "--storage", storage,
+             timeout=600)
+    assert marker.exists()
 
 
 # ---------------------------------------------------------------- validation holes
