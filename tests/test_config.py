@@ -24,7 +24,9 @@ EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
               "arabic-asl-44kpts-hands-shoulders-framed": 44,
               "arabic-asl-46kpts-hands-shoulders-wrists-framed": 46,
               "arabic-asl-48kpts-hands-shoulders-elbows-wrists-framed": 48,
-              "arabic-asl-90kpts-framed": 90, "arabic-asl-65kpts-framed-anchored": 79}
+              "arabic-asl-90kpts-framed": 90, "arabic-asl-65kpts-framed-anchored": 79,
+              "arabic-asl-65kpts-framed-light": 65}
+LIGHT = ("arabic-asl-65kpts-framed-light", "arabic-asl-65kpts-framed-anchored")
 
 
 def test_framed_variants_are_their_base_plus_framing():
@@ -51,8 +53,10 @@ def test_config_loads_with_published_hyperparameters(path):
     assert m.num_labels == (64 if path.stem.startswith("lsa64") else 10)
     assert (m.d_model, m.encoder_layers, m.decoder_layers, m.encoder_attention_heads,
             m.encoder_ffn_dim, m.max_position_embeddings) == (144, 2, 2, 8, 144, 256)
+    light = path.stem in LIGHT    # classifier dropout 0.1, no layer-drop (see their headers)
     assert (m.dropout, m.activation_dropout, m.attention_dropout, m.classifier_dropout,
-            m.encoder_layerdrop, m.decoder_layerdrop) == (0.3, 0.3, 0.0, 0.7, 0.4, 0.4)
+            m.encoder_layerdrop, m.decoder_layerdrop) == ((0.3, 0.3, 0.0, 0.1, 0.0, 0.0) if light
+                                                          else (0.3, 0.3, 0.0, 0.7, 0.4, 0.4))
 
 
 def test_wrists_variant_selects_pose_15_and_16():
