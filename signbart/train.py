@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from signbart.augment import hand_bank, make_augment
-from signbart.config import TrainConfig, VariantConfig
+from signbart.config import EVAL_BATCH, TrainConfig, VariantConfig
 from signbart.data import Dataset, Fold
 from signbart.errors import ConfigError
 from signbart.preprocess import Prepared, Selection, prepare
@@ -155,7 +155,8 @@ def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
     model_cfg = variant.model_config()
     augment = fold_augment(cfg, variant, layout, train_prep, seed)
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
-    val_ds = make_dataset(val_prep, 64, seed, shuffle=False) if val_prep is not None else None
+    val_ds = (make_dataset(val_prep, EVAL_BATCH, seed, shuffle=False) if val_prep is not None
+              else None)
     model = build_model(model_cfg)
     model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(cfg, len(train_prep)),
                                                    weight_decay=cfg.weight_decay),
@@ -215,7 +216,8 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
              len(val_prep), ", then refit on both" if cfg.refit and has_val else "")
     inner = _fit(cfg, variant, dataset.layout, train_prep, val_prep if has_val else None,
                  out_dir, seed, report, keep_best=True)
-    inner_logits = (inner.model.predict(as_model_inputs(val_prep.x, val_prep.mask), batch_size=64,
+    inner_logits = (inner.model.predict(as_model_inputs(val_prep.x, val_prep.mask),
+                                        batch_size=EVAL_BATCH,
                                         verbose=0) if has_val else None)
     final, final_prep, seconds = inner, train_prep, inner.seconds
     if cfg.refit and has_val:

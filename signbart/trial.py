@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from signbart.config import (
+    EVAL_BATCH,
     QATConfig,
     TrainConfig,
     VariantConfig,
@@ -145,7 +146,9 @@ def run_trial(config: dict, report=None) -> list[dict]:
     def fine_tune():
         qat_model = quantize.apply_qat(trained.model, cfg.qat)
         tr = make_dataset(train_prep, cfg.qat.batch_size, cfg.seed)
-        va = make_dataset(val_prep, 64, cfg.seed, shuffle=False) if len(val_prep) else None
+        # after a refit the inner signers are training data: QAT then has no validation set
+        va = (make_dataset(val_prep, EVAL_BATCH, cfg.seed, shuffle=False)
+              if len(val_prep) and not cfg.train.refit else None)
         return quantize.qat_finetune(qat_model, tr, va, cfg.qat)
 
     d = cfg.to_dict()

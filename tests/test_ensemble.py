@@ -4,9 +4,9 @@ from test_train import VARIANT
 
 from signbart import baseline, ensemble, quantize
 from signbart.data import open_dataset
-from signbart.tflite import check, predict_fn
 from signbart.model import build_model
 from signbart.preprocess import prepare
+from signbart.tflite import check, predict_fn
 
 
 @pytest.fixture(scope="module")
