@@ -1,5 +1,5 @@
 # The two commands a newcomer types: `make quickstart` and `make test`.
-# Both create .venv on first use and install the pinned stack into it.
+# Both create .venv on first use and install the locked stack (requirements.lock) into it.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: quickstart test test-fast lint clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 ## A small LOSO sweep (2 hold-outs x fp32/ptq/qat) on bundled synthetic data, then its report.

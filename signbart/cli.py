@@ -14,6 +14,8 @@ from signbart import __version__
 from signbart.errors import STORAGE_ERRNOS, StorageError, UserError, storage_error
 
 log = logging.getLogger("signbart")
+ADDRESS_HELP = ("Ray cluster to join: HOST:6379, or auto for a `ray start` cluster on this "
+                "machine (default: $RAY_ADDRESS if set, else a new Ray in this process)")
 
 
 def _csv_list(text: str) -> list[str]:
@@ -131,7 +133,8 @@ def cmd_sweep(a) -> int:
 
     summary = run_sweep(a.spec, address=a.address, storage=a.storage, resume=a.resume,
                         trust_storage=a.trust_storage,
-                        max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke)
+                        max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke,
+                        data=a.data)
     print(summary)
     return 0 if getattr(summary, "ok", True) else 1
 
@@ -146,36 +149,67 @@ def cmd_report(a) -> int:
 
 # ------------------------------------------------------------------ parser
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="signbart", description=(
-        "Leave-one-signer-out SignBART sweeps on Ray: keypoints -> trials -> TFLite -> reports."))
-    p.add_argument("--version", action="version", version=f"signbart {__version__}")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _verbosity(parser: argparse.ArgumentParser, default) -> None:
+    """-v/-q, accepted before and after the subcommand (SUPPRESS: a subcommand's unset flag
+    does not overwrite the top-level one)."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_const", const=logging.DEBUG, dest="level",
+                   default=default, help="debug logging, Ray/Tune start-up and trial configs")
+    g.add_argument("-q", "--quiet", action="store_const", const=logging.WARNING, dest="level",
+                   default=default, help="warnings and errors only")
 
-    s = sub.add_parser("synth", help="write a synthetic keypoint dataset (tests, quickstart)")
-    s.add_argument("out")
-    s.add_argument("--signers", type=int, default=4)
-    s.add_argument("--classes", type=int, default=10)
-    s.add_argument("--reps", type=int, default=5)
-    s.add_argument("--layout", default="holistic-65", choices=["holistic-65", "holistic-90"])
-    s.add_argument("--seed", type=int, default=0)
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; on/off flags, and options whose default is
+    worked out at run time (None), say it in their own words instead."""
+
+    def _get_help_string(self, action):
+        if action.nargs == 0 or action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = {"formatter_class": _Help}
+    p = argparse.ArgumentParser(prog="signbart", description=(
+        "Leave-one-signer-out SignBART sweeps on Ray: keypoints -> trials -> TFLite -> reports."),
+        **fmt)
+    p.add_argument("--version", action="version", version=f"signbart {__version__}")
+    _verbosity(p, logging.INFO)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    _verbosity(common, argparse.SUPPRESS)
+    fmt["parents"] = [common]
+
+    s = sub.add_parser("synth", help="write a synthetic keypoint dataset (tests, quickstart)",
+                       **fmt)
+    s.add_argument("out", help="dataset directory to write")
+    s.add_argument("--signers", type=int, default=4, help="number of synthetic signers")
+    s.add_argument("--classes", type=int, default=10, help="number of sign classes")
+    s.add_argument("--reps", type=int, default=5, help="repetitions per signer and class")
+    s.add_argument("--layout", default="holistic-65", choices=["holistic-65", "holistic-90"],
+                   help="stored keypoint layout")
+    s.add_argument("--seed", type=int, default=0, help="same seed, same dataset")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("import-pkl", help="convert reference SignBART .pkl samples to a dataset")
-    s.add_argument("src", help="folder with <split>/<class>/<user>_<class>_<rep>.pkl + label2id.json")
-    s.add_argument("out")
+    s = sub.add_parser("import-pkl", help="convert reference SignBART .pkl samples to a dataset",
+                       **fmt)
+    s.add_argument("src", help="folder with <split>/<class>/<user>_<class>_<rep>.pkl and "
+                   "label2id.json")
+    s.add_argument("out", help="dataset directory to write")
     s.add_argument("--trust-pickle", action="store_true",
                    help="allow unpickling SRC (pickle runs arbitrary code: only for trusted files)")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
     s.set_defaults(func=cmd_import_pkl)
 
-    s = sub.add_parser("extract", help="MediaPipe Holistic keypoints from videos, in parallel on Ray")
+    s = sub.add_parser("extract", help="MediaPipe Holistic keypoints from videos, in parallel "
+                       "on Ray", **fmt)
     s.add_argument("videos", help="folder of videos (searched recursively)")
     s.add_argument("out", help="dataset directory to write")
-    s.add_argument("--layout", default="holistic-90", choices=["holistic-65", "holistic-90"])
-    s.add_argument("--address", help="Ray cluster address (default: start Ray in-process)")
+    s.add_argument("--layout", default="holistic-90", choices=["holistic-65", "holistic-90"],
+                   help="stored keypoint layout (holistic-90 serves every variant)")
+    s.add_argument("--address", help=ADDRESS_HELP)
     s.add_argument("--workers", type=int, help="MediaPipe actors (default: one per CPU)")
     s.add_argument("--flip", action="store_true", help="also write a mirrored copy of every video")
     s.add_argument("--flip-signers", help="comma-separated left-handed signers to mirror "
@@ -192,15 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "crash loses at most this much work")
     s.set_defaults(func=cmd_extract)
 
-    s = sub.add_parser("train", help="train one LOSO fold, export and evaluate TFLite models")
+    s = sub.add_parser("train", help="train one LOSO fold, export and evaluate TFLite models",
+                       **fmt)
     s.add_argument("--config", required=True, help="variant config YAML (configs/*.yaml)")
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--holdout", required=True, help="held-out signer, or 'none' to train on all")
-    s.add_argument("--seed", type=int, default=42)
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--val-signers", type=int, help="inner validation signers (default 1)")
+    s.add_argument("--seed", type=int, default=42,
+                   help="seeds the inner-validation draw, weights and data order")
+    s.add_argument("--epochs", type=int, help="training epochs (default: the TrainConfig default)")
+    s.add_argument("--lr", type=float, help="peak learning rate (default: the TrainConfig default)")
+    s.add_argument("--batch-size", type=int, help="batch size (default: the TrainConfig default)")
+    s.add_argument("--val-signers", type=int,
+                   help="inner validation signers (default: the TrainConfig default, 1)")
     s.add_argument("--quant", default="fp32", help="comma list of fp32,ptq,qat,int8")
     s.add_argument("--threads", type=int, default=0, help="TF threads (0 = TF default)")
     s.add_argument("--no-baseline", action="store_true", help="skip the linear baseline")
@@ -209,46 +246,53 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="run directory")
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="evaluate a .tflite model with the TFLite interpreter")
+    s = sub.add_parser("evaluate", help="evaluate a .tflite model with the TFLite interpreter",
+                       **fmt)
     s.add_argument("--model", required=True, help=".tflite file written by train or sweep")
     s.add_argument("--config", help="variant config (default: from the model's .json sidecar)")
-    s.add_argument("--data", required=True)
+    s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--holdout", help="signer to evaluate (default: the whole dataset)")
     s.add_argument("--out", help="JSON output (default: beside the model)")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("predict", help="recognise the sign in video(s) with an exported model")
-    s.add_argument("videos", nargs="+")
+    s = sub.add_parser("predict", help="recognise the sign in video(s) with an exported model",
+                       **fmt)
+    s.add_argument("videos", nargs="+", help="video files")
     s.add_argument("--model", required=True, help=".tflite file (its .json sidecar beside it)")
-    s.add_argument("--top", type=int, default=5)
+    s.add_argument("--top", type=int, default=5, help="how many glosses to print per video")
     s.add_argument("--mirror", action="store_true", help="mirror the video (left-handed signer)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("sweep", help="run a holdout x seed x variant x quant grid on Ray Tune")
+    s = sub.add_parser("sweep", help="run a holdout x seed x variant x quant grid on Ray Tune",
+                       **fmt)
     s.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
-    s.add_argument("--address", help="Ray cluster address (default: local Ray in-process)")
-    s.add_argument("--storage", help="results storage path or URI (s3://...)")
+    s.add_argument("--address", help=ADDRESS_HELP)
+    s.add_argument("--storage", help="results storage path or URI (s3://...); default: ./ray_results")
+    s.add_argument("--data", help="dataset directory instead of the spec's `data:` (e.g. an "
+                   "absolute path for a Ray job)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     s.add_argument("--trust-storage", action="store_true",
                    help="with --resume, restore Tune's pickled state (tuner.pkl) from the "
                    "storage: only if nobody else can write there")
-    s.add_argument("--max-concurrent", type=int)
+    s.add_argument("--max-concurrent", type=int,
+                   help="most trials running at once (default: as many as Ray has CPUs for)")
     s.add_argument("--dry-run", action="store_true", help="print the grid and estimated cost")
     s.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
     s.set_defaults(func=cmd_sweep)
 
-    s = sub.add_parser("report", help="aggregate LOSO report from sweep result Parquet rows")
+    s = sub.add_parser("report", help="aggregate LOSO report from sweep result Parquet rows",
+                       **fmt)
     s.add_argument("results", nargs="+", help="sweep storage dirs, results/ folders or .parquet")
-    s.add_argument("--out", default="reports/latest")
-    s.add_argument("--format", default="md,csv,html")
+    s.add_argument("--out", default="reports/latest", help="report directory")
+    s.add_argument("--format", default="md,csv,html", help="comma list of md, csv, html")
     s.set_defaults(func=cmd_report)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    logging.basicConfig(level=args.level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

@@ -15,6 +15,7 @@ Hands are named from the signer's own point of view, as MediaPipe reports them.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import re
@@ -41,6 +42,7 @@ from signbart.data import (
 from signbart.errors import DatasetError, StorageError, UserError
 from signbart.layouts import Layout, get_layout, import_mediapipe_solutions
 from signbart.outlock import OutputLock
+from signbart.raycluster import LOCAL, connect, resolve
 from signbart.storage import write_parquet
 
 log = logging.getLogger(__name__)
@@ -272,39 +274,71 @@ def _flip_signers(root: Path, flip_signers, signers: set[str]) -> set[str]:
 
 
 class _Progress:
-    """Videos done/total, videos/s and failures: one redrawn line on a TTY, else a log line
-    every 10 s."""
+    """Videos done/total, frames/s, elapsed time and ETA: a rich progress bar on a TTY, else
+    a log line every ``every`` seconds and at the end. The clock starts at ``begin``, when the
+    first video goes to an actor, so Ray's start-up does not dilute the rate."""
 
-    def __init__(self, total: int, enabled: bool):
-        self.total, self.enabled = total, enabled
-        self.tty = enabled and sys.stderr.isatty()
+    def __init__(self, total: int, enabled: bool, every: float = 10.0):
+        self.total, self.enabled, self.every = total, enabled, every
+        self.start = self.last = 0.0
+        self.bar = self.task = None
+
+    def begin(self) -> None:
         self.start = self.last = time.perf_counter()
-
-    def update(self, done: int, failed: int, final: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or not (self.tty or final or now - self.last >= 10):
+        if not (self.enabled and sys.stderr.isatty()):
             return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        line = f"{done}/{self.total} videos, {rate:.2f} videos/s, {failed} failed"
-        if self.tty:
-            bar = "#" * int(30 * done / max(self.total, 1))
-            sys.stderr.write(f"\r[{bar:<30}] {line}" + ("\n" if final else ""))
-            sys.stderr.flush()
-        else:
-            log.info("extract: %s", line)
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("extract"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("videos, {task.fields[fps]:.1f} frames/s,"),
+                            TimeElapsedColumn(), TextColumn("elapsed, ETA"),
+                            TimeRemainingColumn(), TextColumn("{task.fields[failed]} failed"),
+                            console=Console(stderr=True))
+        self.task = self.bar.add_task("extract", total=self.total, fps=0.0, failed=0)
+        self.bar.start()
+
+    def line(self, done: int, frames: int, failed: int, now: float) -> str:
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = _clock((self.total - done) / rate) if rate else "?"
+        return (f"{done}/{self.total} videos, {frames / max(elapsed, 1e-9):.1f} frames/s, "
+                f"elapsed {_clock(elapsed)}, ETA {eta}, {failed} failed")
+
+    def update(self, done: int, frames: int, failed: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, failed=failed,
+                            fps=frames / max(now - self.start, 1e-9))
+        elif self.enabled and (final or now - self.last >= self.every):
+            self.last = now
+            log.info("extract: %s", self.line(done, frames, failed, now))
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def _clock(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=round(seconds)))
 
 
 def _ray_workers(ray, address: str | None, workers: int | None) -> tuple[int, bool]:
-    """Connect to or start Ray; returns (actors to run, whether this call started Ray)."""
-    started = False
-    if address is not None or not ray.is_initialized():
-        # "local": a new cluster in this process, never whatever `ray start` left running.
-        # MediaPipe logs a dozen lines per video; they stay in Ray's worker logs.
-        cpus = None if address else os.cpu_count() or 1
-        ray.init(address=address or "local", num_cpus=cpus, logging_level=logging.WARNING,
-                 log_to_driver=False)
-        started = True
+    """Connect to or start Ray (``raycluster.connect``); returns (actors to run, whether this
+    call started Ray)."""
+    # A local Ray gets a CPU per core. MediaPipe logs a dozen lines per video; they stay in
+    # Ray's worker logs.
+    local = resolve(address) == LOCAL
+    started = connect(address, num_cpus=(os.cpu_count() or 1) if local else None,
+                      log_to_driver=False)
     total = int(ray.cluster_resources().get("CPU", 0))
     if workers is not None and not 1 <= workers <= total:
         if started:
@@ -453,6 +487,7 @@ def _run(jobs: deque, writer: DatasetWriter, layout: Layout, workers, address, f
     busy = 0.0
     failed_before = len(failures)
     flushed = time.monotonic()
+    progress.begin()
     try:
         while jobs or running:
             while idle and jobs:
@@ -498,9 +533,10 @@ def _run(jobs: deque, writer: DatasetWriter, layout: Layout, workers, address, f
             if time.monotonic() - flushed >= flush_seconds:  # checked at least once a second
                 writer.flush()
                 flushed = time.monotonic()
-            progress.update(finished, len(failures) - failed_before)
-        progress.update(finished, len(failures) - failed_before, final=True)
+            progress.update(finished, frames, len(failures) - failed_before)
+        progress.update(finished, frames, len(failures) - failed_before, final=True)
     finally:
+        progress.stop()
         for actor in actors:
             ray.kill(actor)
         if started:

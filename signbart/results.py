@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
+import os
 import subprocess
 from pathlib import Path
 
@@ -55,7 +56,9 @@ SCHEMA = pa.schema([
     ("ensemble_weight", pa.float64()), # SignBART's share in an ensemble row (inner-fitted)
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
-    ("git_sha", pa.string()),
+    ("git_sha", pa.string()),          # SIGNBART_GIT_SHA (cluster nodes have no .git), else git
+    ("node_id", pa.string()),          # the Ray node the trial ran on (null outside a sweep)
+    ("hostname", pa.string()),
     ("package_version", pa.string()),
     ("created_at", pa.timestamp("us", tz="UTC")),
 ])
@@ -66,7 +69,10 @@ CELL_KEYS = ("sweep", "holdout", "seed", "variant", "quant", "model_kind")
 
 @functools.cache
 def git_sha() -> str:
-    """The commit the code runs from, or "" outside a git checkout."""
+    """The commit the code runs from: ``SIGNBART_GIT_SHA`` (set where the code was copied
+    without its ``.git``, e.g. by cluster.yaml), else ``git rev-parse HEAD``, else ""."""
+    if os.environ.get("SIGNBART_GIT_SHA"):
+        return os.environ["SIGNBART_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=5)

@@ -35,6 +35,8 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import ray
 from ray import tune
+from ray.tune import CLIReporter
+from ray.tune.trainable.function_trainable import wrap_function
 
 from signbart.config import (
     AugmentConfig,
@@ -48,6 +50,7 @@ from signbart.config import (
 )
 from signbart.data import open_dataset
 from signbart.errors import ConfigError
+from signbart.raycluster import connect
 from signbart.results import make_row, read_rows, write_rows
 from signbart.search import SearchSpec, apply, choose, plain, search_trial, validate
 from signbart.storage import exists, filesystem, join, read_json, remove, rows_uri, write_json
@@ -143,12 +146,13 @@ def _merge(base: dict, overrides: dict) -> dict:
     return out
 
 
-def load_spec(path, smoke: bool = False) -> SweepSpec:
+def load_spec(path, smoke: bool = False, data: str | None = None) -> SweepSpec:
     """Parse and validate a sweep file; relative paths resolve against the working directory.
 
     ``smoke`` applies the file's ``smoke:`` overrides and appends ``-smoke`` to the name, so a
     smoke run's results are never mistaken for the real sweep's finished cells. Both forms
     are validated either way, so a typo in ``smoke:`` fails before the real run too.
+    ``data`` (``--data``) replaces the file's dataset.
     """
     raw = load_yaml(path)
     overrides = raw.get("smoke") or {}
@@ -160,7 +164,7 @@ def load_spec(path, smoke: bool = False) -> SweepSpec:
     full = from_dict(SweepSpec, raw, str(path))
     small = from_dict(SweepSpec, smoked, f"{path} (smoke)")
     spec = small if smoke else full
-    return dataclasses.replace(spec, data=_absolute(spec.data),
+    return dataclasses.replace(spec, data=_absolute(data or spec.data),
                                variants=tuple(_absolute(v) for v in spec.variants))
 
 
@@ -181,10 +185,13 @@ class Grid:
 
     @classmethod
     def of(cls, spec: SweepSpec) -> Grid:
-        if not os.path.isdir(spec.data) and "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
-            raise ConfigError(f"{spec.data}: dataset directory not found. A Ray job runs in a "
-                              "copy of its --working-dir without git-ignored paths such as "
-                              "data/: name the dataset by an absolute path every node has")
+        if not os.path.isdir(spec.data):
+            hint = (" A Ray job runs in a copy of its --working-dir without git-ignored paths "
+                    "such as data/: pass --data with an absolute path every node has."
+                    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ else
+                    f" Make it first: `signbart extract VIDEOS {spec.data}` (or `signbart "
+                    "synth` / `signbart import-pkl`), or point --data at an existing one.")
+            raise ConfigError(f"{spec.data}: dataset directory not found.{hint}")
         holdouts = open_dataset(spec.data).resolve_holdouts(
             list(spec.holdouts) if isinstance(spec.holdouts, tuple) else spec.holdouts)
         variants: dict[str, str] = {}
@@ -275,6 +282,7 @@ def _trainable(config: dict) -> None:
     tid = trial_name(config)
     done = rows_uri(config["results"], tid)
     trained = not exists(done)
+    last: dict = {}   # the last epoch's metrics, kept in the final report for Tune's table
     if trained:
         node_uri = join(config["results"], f"{tid}.node.json")
         attempt, cpu = {**_node(), "started": time.time()}, time.process_time()
@@ -283,7 +291,9 @@ def _trainable(config: dict) -> None:
         remote = "://" in config["artifacts"]
         out_dir = (tune.get_context().get_trial_dir() if remote
                    else join(config["artifacts"], tid))
-        rows = run_trial(experiment_config(config, out_dir), report=tune.report)
+        rows = run_trial(experiment_config(config, out_dir), report=_live(last))
+        rows = [{**r, "node_id": attempt["node_id"], "hostname": attempt["hostname"]}
+                for r in rows]
         if remote:
             rows = _persist(rows, out_dir, join(config["artifacts"], tid))
         write_rows(rows, done)
@@ -292,7 +302,25 @@ def _trainable(config: dict) -> None:
                        cpu_seconds=time.process_time() - cpu)
         write_json(node_uri, attempts)
     rows = read_rows([done]).to_pylist()
-    tune.report({"trained": trained, "node_id": _node()["node_id"], **_row_metrics(rows)})
+    tune.report({**last, "trained": trained, "node_id": _node()["node_id"],
+                 **_row_metrics(rows)})
+
+
+def _live(last: dict):
+    """``tune.report`` for each epoch, remembering the latest metrics in ``last``."""
+    def report(metrics: dict) -> None:
+        last.clear()
+        last.update({k: v for k, v in metrics.items() if v is not None})
+        tune.report(dict(last))
+    return report
+
+
+class _Trial(wrap_function(_trainable)):
+    """The trial actor, named in the dashboard by its trial id (``repr`` is the actor's name
+    in Ray's state API; Tune's default is the function's name for every trial)."""
+
+    def __repr__(self):
+        return self.trial_name
 
 
 def _row_metrics(rows: list[dict]) -> dict:
@@ -339,6 +367,7 @@ class SweepSummary:
     baseline_failed: int = 0
     skipped: int = 0             # trials already finished before this run
     errors: dict = field(default_factory=dict)   # trial_id -> error of a failed trial
+    top1: dict = field(default_factory=dict)     # trial_id -> {quant or "baseline": top-1}
     grid: str = ""               # the axes, for humans
     estimate: dict | None = None  # dry run: measured epoch times and CPU-hours
 
@@ -375,6 +404,8 @@ class SweepSummary:
                      f"{self.cells_missing} missing of "
                      f"{self.cells}; baseline rows: {self.baseline_ok} ok, "
                      f"{self.baseline_failed} failed; {self.skipped} trial(s) already finished")
+        for tid, scores in sorted(self.top1.items()):
+            lines.append(f"  top-1 {tid}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         for tid, err in sorted(self.errors.items()):
             first = (err or "").split("\n", 1)[0]
             lines.append(f"  FAILED {tid}: {first[:300]}")
@@ -407,7 +438,7 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
     results = join(path, "results")
     counts = dict.fromkeys(("cells_ok", "cells_failed", "cells_missing", "baseline_ok",
                             "baseline_failed"), 0)
-    errors = {}
+    errors, top1 = {}, {}
     trials = grid.trials()
     if estimate is None:
         for t in trials:
@@ -419,29 +450,17 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
             models = [r for r in rows if r["model_kind"] != "baseline"]
             counts["cells_missing"] += _cells_per_trial(spec) - len(models)
             for r in rows:
+                if r["status"] == "ok" and r["top1"] is not None:
+                    top1.setdefault(tid, {})[r["quant"] if r["model_kind"] == "signbart"
+                                             else r["model_kind"]] = r["top1"]
                 key = "ok" if r["status"] == "ok" else "failed"
                 counts[f"cells_{key}" if r["model_kind"] != "baseline" else f"baseline_{key}"] += 1
                 if r["status"] != "ok" and r["model_kind"] != "baseline":
                     errors.setdefault(tid, r["error"] if whole else f"{r['quant']}: {r['error']}")
     return SweepSummary(name=spec.name, path=path, trials=len(trials),
                         cells=len(trials) * _cells_per_trial(spec), skipped=skipped, errors=errors,
+                        top1=top1,
                         grid=_describe(spec, grid), estimate=estimate, **counts)
-
-
-def _connect(address: str | None) -> bool:
-    """Join (or start) Ray; True when this call started it and must shut it down.
-
-    ``address=None`` means ``RAY_ADDRESS`` (set for ``ray job submit`` drivers), else a fresh
-    Ray in this process — never a cluster some earlier ``ray start`` left behind, whose stale
-    address would hang the driver; ``auto`` joins the ``ray start`` cluster on this machine.
-    The workers get ``TF_USE_LEGACY_KERAS=1``.
-    """
-    if ray.is_initialized():
-        return False
-    os.environ.update(WORKER_ENV)
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local",
-             runtime_env={"env_vars": WORKER_ENV})
-    return True
 
 
 def _search_trainable(config: dict) -> None:
@@ -487,7 +506,8 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                                         search_alg=BasicVariantGenerator(random_state=search.seed),
                                         max_concurrent_trials=max_concurrent),
             run_config=tune.RunConfig(name=f"{spec.name}-search-{key}", storage_path=storage,
-                                      failure_config=tune.FailureConfig(max_failures=spec.retries)))
+                                      failure_config=tune.FailureConfig(max_failures=spec.retries),
+                                      **_output("epoch", "val_accuracy", "best_val_accuracy")))
         results = tuner.fit()
         candidates = [{"index": i, "params": {k: plain(v) for k, v in r.config["params"].items()},
                        "best_val_accuracy": (r.metrics or {}).get("best_val_accuracy"),
@@ -514,8 +534,8 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
     whatever code whoever can write the storage put there, so it takes explicit trust. The
     fresh run loses nothing: finished cells are found by their result rows and skipped."""
     path = join(storage, spec.name)
-    trainable = tune.with_resources(_trainable, {"cpu": spec.resources.cpu,
-                                                 "gpu": spec.resources.gpu})
+    trainable = tune.with_resources(_Trial, {"cpu": spec.resources.cpu,
+                                             "gpu": spec.resources.gpu})
     spec_hash = config_hash(to_dict(spec))
     previous = read_json(join(path, "sweep.json")) or {}
     if previous.get("hash") not in (None, spec_hash):
@@ -549,18 +569,33 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
                                     trial_name_creator=_tune_trial_name,
                                     trial_dirname_creator=_tune_trial_name),
         run_config=tune.RunConfig(name=spec.name, storage_path=storage,
-                                  failure_config=tune.FailureConfig(max_failures=spec.retries)))
+                                  failure_config=tune.FailureConfig(max_failures=spec.retries),
+                                  **_output("epoch", "val_accuracy", "learning_rate",
+                                            "best_epoch", "top1_fp32")))
+
+
+def _output(*metrics: str) -> dict:
+    """RunConfig's console settings: a table of ``metrics`` per trial (Tune's classic
+    reporter, the one whose columns can be chosen); trial configs and results only at -v."""
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    verbose = logging.getLogger("signbart").isEnabledFor(logging.DEBUG)
+    return {"verbose": 3 if verbose else 1,
+            "progress_reporter": CLIReporter(
+                metric_columns={m: m.replace("_", " ") for m in metrics}, parameter_columns=[],
+                max_report_frequency=10 if verbose else 30)}
 
 
 def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
               resume: bool = False, max_concurrent: int | None = None, dry_run: bool = False,
-              smoke: bool = False, trust_storage: bool = False) -> SweepSummary:
+              smoke: bool = False, trust_storage: bool = False,
+              data: str | None = None) -> SweepSummary:
     """Run (or, with ``dry_run``, size) the sweep in ``spec_path``; see ``sweeps/README.md``.
 
     Results go to ``<storage>/<name>/results/``, models to ``<storage>/<name>/<trial_id>/``;
-    ``storage`` is a local path (default ``./ray_results``) or a URI such as ``s3://b/p``.
+    ``storage`` is a local path (default ``./ray_results``) or a URI such as ``s3://b/p``;
+    ``data`` replaces the spec's dataset (a Ray job's copy of the repository has no data/).
     """
-    spec = load_spec(spec_path, smoke=smoke)
+    spec = load_spec(spec_path, smoke=smoke, data=data)
     grid = Grid.of(spec)
     storage = _storage_root(storage)
     path = join(storage, spec.name)
@@ -568,7 +603,7 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
                    for t in grid.trials())
     if dry_run:
         return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
-    started = _connect(address)
+    started = connect(address, env=WORKER_ENV)
     try:
         chosen = run_searches(spec, grid, storage, max_concurrent) if spec.search else None
         results = _tuner(spec, grid, storage, resume, max_concurrent, chosen,

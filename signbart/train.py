@@ -110,14 +110,22 @@ class KeepBest(keras.callbacks.Callback):
 
 
 class ReportEpochs(keras.callbacks.Callback):
-    """Forward per-epoch metrics (e.g. to Ray Tune) for live progress."""
+    """Forward per-epoch metrics (e.g. to Ray Tune) for live progress: the checkpoint's metric,
+    the learning rate and the best epoch so far first, as Tune's table shows the first ones."""
 
-    def __init__(self, report):
+    def __init__(self, report, keep: KeepBest):
         super().__init__()
-        self.report = report
+        self.report, self.keep = report, keep
 
     def on_epoch_end(self, epoch, logs=None):
-        self.report({"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}})
+        logs = {k: float(v) for k, v in (logs or {}).items() if k != "lr"}  # lr: below
+        lr = self.model.optimizer.learning_rate
+        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
+            lr = lr(self.model.optimizer.iterations)
+        score = f"{self.keep.prefix}accuracy"
+        self.report({"epoch": epoch + 1, score: logs.pop(score, None),
+                     "learning_rate": float(keras.backend.get_value(lr)),
+                     "best_epoch": self.keep.best_epoch, **logs})
 
 
 def fold_augment(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
@@ -180,7 +188,7 @@ def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
                                                        patience=cfg.early_stopping))
     if report is not None:
-        callbacks.append(ReportEpochs(report))
+        callbacks.append(ReportEpochs(report, keep))
     start = time.perf_counter()
     history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, verbose=0,
                         callbacks=callbacks)

@@ -1,9 +1,14 @@
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from signbart.cli import main
+from signbart.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[1]
 
 SUBCOMMANDS = ["synth", "import-pkl", "extract", "train", "evaluate", "predict", "sweep", "report"]
 
@@ -50,3 +55,32 @@ def test_synth_then_train_override_validation(tmp_path, capsys):
     code = main(["train", "--config", "configs/arabic-asl-65kpts.yaml", "--data", str(tmp_path / "d"),
                  "--holdout", "user01", "--out", str(tmp_path / "r"), "--set", "train.augment.bogus=1"])
     assert code == 2 and "unknown key 'bogus'" in capsys.readouterr().err
+
+
+def documented_commands(path: Path) -> list[list[str]]:
+    """Every concrete ``signbart SUBCOMMAND ...`` written in ``path`` (cluster.yaml's comments
+    included), as argv; synopses with placeholders (``[--x N]``, ``FILE``) are left out."""
+    text = path.read_text().replace("\\\n", " ")
+    if path.suffix == ".yaml":
+        text = re.sub(r"\n#\s+", "\n", text)
+    found = []
+    for m in re.finditer(r"(?<![\w/.-])signbart ([^`\n]*)", text):
+        argv = shlex.split(re.split(r"\s(?:&&|\|\||;|#)\s|'|$", m.group(1))[0])
+        if (len(argv) > 1 and argv[0] in SUBCOMMANDS and not any(
+                re.search(r"[\[|…<]|\.\.\.|^[A-Z][A-Z_.]*$", a) for a in argv)):
+            found.append(argv)
+    return found
+
+
+def test_every_documented_command_parses():
+    """README.md, sweeps/README.md, cluster.yaml and cluster-fake.yaml: each command as
+    written is accepted by the real parser (a renamed or removed option fails here)."""
+    n = 0
+    for name in ("README.md", "sweeps/README.md", "cluster.yaml", "cluster-fake.yaml"):
+        for argv in documented_commands(REPO / name):
+            try:
+                build_parser().parse_args(argv)
+            except SystemExit:
+                pytest.fail(f"{name}: `signbart {shlex.join(argv)}` does not parse")
+            n += 1
+    assert n >= 20

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from signbart.extract import (
     CRASH_HOOK_ENV,
     FAILURES_FILE,
     VideoError,
+    _Progress,
     extract_dir,
     extract_video,
     make_holistic,
@@ -374,3 +376,17 @@ def test_two_node_cluster_shares_the_work(tmp_path, photo_clip):
     assert (summary["ok"], summary["failures"]) == (4, [])
     assert len(set(summary["nodes"].values())) == 2  # one actor per one-CPU node, both worked
     assert len(samples(tmp_path / "out")) == 4
+
+
+def test_progress_without_a_tty_logs_rate_elapsed_and_eta(caplog):
+    """Not a TTY (as under pytest): log lines, at most one per interval, plus the last."""
+    progress = _Progress(total=10, enabled=True, every=3600)
+    progress.begin()
+    progress.start -= 20                                  # 20 s in
+    with caplog.at_level(logging.INFO, logger="signbart.extract"):
+        progress.update(4, 200, 1)                        # inside the interval: silent
+        progress.update(5, 250, 1, final=True)
+    assert progress.bar is None
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message == ("extract: 5/10 videos, 12.5 frames/s, elapsed 0:00:20, ETA 0:00:20, "
+                       "1 failed")
