@@ -65,8 +65,10 @@ def documented_commands(path: Path) -> list[list[str]]:
         text = re.sub(r"\n#\s+", "\n", text)
     found = []
     for m in re.finditer(r"(?<![\w/.-])signbart ([^`\n]*)", text):
+        if m.group(1).split(" ", 1)[0] not in SUBCOMMANDS:
+            continue                                   # prose: "signbart process (PID N)"
         argv = shlex.split(re.split(r"\s(?:&&|\|\||;|#)\s|'|$", m.group(1))[0])
-        if (len(argv) > 1 and argv[0] in SUBCOMMANDS and not any(
+        if (len(argv) > 1 and not any(
                 re.search(r"[\[|…<]|\.\.\.|^[A-Z][A-Z_.]*$", a) for a in argv)):
             found.append(argv)
     return found
