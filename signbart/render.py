@@ -224,6 +224,16 @@ def _sections(s: Summary) -> list[Section]:
             "per holdout, the candidate with the best accuracy on that fold's inner-validation "
             "signers (first seed); the held-out signer was sealed during the search.",
             "search.csv"))
+    if not s.inner.empty:
+        i = s.inner
+        means = i.groupby("variant").inner_val_accuracy.mean()
+        out.append(Section("Inner validation", i.assign(
+            inner_val_accuracy=i.inner_val_accuracy.map(lambda x: _pm(x, None)),
+            ensemble_weight=i.ensemble_weight.map(lambda x: "" if pd.isna(x) else f"{x:.1f}")),
+            "every choice of a trial is made on its inner-validation signers (drawn per "
+            "hold-out and seed): the checkpoint or epoch count, and the ensemble's SignBART share. "
+            "Mean inner accuracy per variant: " + "; ".join(
+                f"{v} {m:.3f}" for v, m in means.items()) + ".", "inner.csv"))
     out += [
         Section("Per holdout", _labels(ph).assign(
             holdout=ph.holdout, cells=ph.n_cells, failed=ph.n_failed,

@@ -123,6 +123,7 @@ class Summary:
     baseline: pd.DataFrame     # SignBART vs baseline top-1, paired by variant/holdout/seed
     ablation: pd.DataFrame     # top-1 per augmentation setting × holdout, delta vs "none"
     search: pd.DataFrame       # per variant × holdout: what the nested search chose, and on whom
+    inner: pd.DataFrame        # per trial: its inner signers, their score, the epochs it chose
     provenance: pd.DataFrame   # per sweep: files, rows, git SHAs, package versions, times
     signers: pd.DataFrame      # per model × (holdouts, mean, worst): top-1 with a Wilson 95 % CI
     paired: pd.DataFrame       # quant vs fp32, kind vs baseline: Δ, bootstrap CI, Wilcoxon p
@@ -146,6 +147,7 @@ class Summary:
                "duplicates": self.duplicates, "provenance": self.provenance}
         out.update({k: v for k, v in (("paired", self.paired), ("baseline", self.baseline),
                                       ("ablation", self.ablation), ("search", self.search),
+                                      ("inner", self.inner),
                                       ("variants", self.variants)) if not v.empty})
         return out
 
@@ -432,6 +434,24 @@ def _search(rows: pd.DataFrame) -> pd.DataFrame:
     return _sorted(pd.DataFrame(out))
 
 
+def _inner(ok: pd.DataFrame) -> pd.DataFrame:
+    """One line per trial that had inner signers: who judged, how well its inner run did, the
+    epochs it kept, the epochs the shipped model trained, and the ensemble share it fitted."""
+    if "inner_val_accuracy" not in ok:
+        return pd.DataFrame()
+    sb = ok[(ok.model_kind == "signbart") & ok.inner_val_accuracy.notna()]
+    if sb.empty:
+        return pd.DataFrame()
+    keys = ["sweep", "variant", "holdout", "seed"]
+    out = sb.drop_duplicates(keys)[keys + ["val_signers", "inner_val_accuracy", "best_epoch",
+                                          "epochs_run", "n_train"]].assign(
+        val_signers=lambda d: d.val_signers.map(lambda v: ", ".join(v)))
+    ens = ok[ok.model_kind == "ensemble"].drop_duplicates(keys)[keys + ["ensemble_weight"]]
+    return _sorted(out.merge(ens, on=keys, how="left").rename(
+        columns={"best_epoch": "inner_best_epoch", "epochs_run": "shipped_epochs",
+                 "n_train": "shipped_n_train"}))
+
+
 def _clips(rows: pd.DataFrame) -> pd.Series:
     """Test clips behind each row's top-1: ``n_test``, else its confusion matrix's total."""
     total = rows.confusion.map(lambda c: float(sum(map(sum, c))) if c is not None else np.nan)
@@ -636,6 +656,7 @@ def summarize(df: pd.DataFrame) -> Summary:
                 per_class=_per_class(ok, gloss), confusion=_confusion(ok, gloss),
                 failures=_failures(rows), missing=missing, duplicates=duplicates,
                 baseline=_baseline(ok), ablation=_ablation(ok), search=_search(rows),
+                inner=_inner(ok),
                 provenance=_provenance(raw, rows, missing), signers=signers,
                 paired=_paired_tests(ok, several), variants=variants,
                 recommendation=_recommend(variants))

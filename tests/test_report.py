@@ -436,3 +436,23 @@ def test_nested_search_choices_are_listed_per_holdout(tmp_path):
     md = Path(paths.markdown).read_text()
     assert "## Nested search" in md and "| v | B | model.decoder_layerdrop=0.1" in md
     assert Path(paths.csv["search"]).is_file()
+
+
+def test_inner_validation_table_lists_each_trials_judges_and_choices(tmp_path):
+    rows = []
+    for h, judges, inner, weight in (("A", ["u3", "u4"], 0.9, 0.6), ("B", ["u1", "u5"], 0.8, 0.4)):
+        common = dict(val_signers=judges, inner_val_accuracy=inner, best_epoch=30, n_train=80)
+        rows += [row("s", h, 0, "fp32", 0.9, epochs_run=30, **common),
+                 row("s", h, 0, "ptq", 0.9, epochs_run=30, **common),
+                 row("s", h, 0, "fp32", 0.95, kind="ensemble", ensemble_weight=weight, **common),
+                 row("s", h, 0, "fp32", 0.7, kind="baseline")]
+    write_rows(rows, str(tmp_path / "s/results/r.parquet"))
+    s = report.summarize(report.load([str(tmp_path / "s")]))
+    assert s.inner[["holdout", "val_signers", "inner_val_accuracy", "inner_best_epoch",
+                    "ensemble_weight"]].to_dict("records") == [
+        {"holdout": "A", "val_signers": "u3, u4", "inner_val_accuracy": 0.9,
+         "inner_best_epoch": 30, "ensemble_weight": 0.6},
+        {"holdout": "B", "val_signers": "u1, u5", "inner_val_accuracy": 0.8,
+         "inner_best_epoch": 30, "ensemble_weight": 0.4}]
+    md = Path(report.build_report([str(tmp_path / "s")], str(tmp_path / "out")).markdown).read_text()
+    assert "## Inner validation" in md and "Mean inner accuracy per variant: v 0.850." in md
