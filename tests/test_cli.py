@@ -86,3 +86,18 @@ def test_every_documented_command_parses():
                 pytest.fail(f"{name}: `signbart {shlex.join(argv)}` does not parse")
             n += 1
     assert n >= 20
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_option_has_help_and_shows_its_default(command, capsys):
+    """Each option of each subcommand: help text, and its default in --help (a flag, or an
+    option whose default is worked out at run time, says it in its own words)."""
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings or action.dest}: no help"
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for action in sub._actions:
+        if action.option_strings and action.nargs != 0 and action.default is not None:
+            assert f"default: {action.default}" in text or "default" in action.help, action.dest

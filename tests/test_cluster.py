@@ -4,6 +4,7 @@ in a copy of the repository, and `raycluster.connect`'s one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -161,6 +162,22 @@ def test_readme_cluster_commands_run_as_printed(tmp_path):
                                                        f"Bearer {token.strip()}"})
         with urllib.request.urlopen(request, timeout=30) as response:
             assert response.status == 200 and job_id in response.read().decode()
+
+        # TensorBoard as the README prints it (on a free port): every trial's curves.
+        board = "tensorboard --logdir ray_results"
+        assert f"`{board}`" in (REPO / "README.md").read_text()
+        port = free_port()
+        tb = subprocess.Popen(["bash", "-c", " && ".join([*setup, f"{board} --port {port}"])],
+                              cwd=clone, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+        sessions.append(tb.pid)
+        deadline, runs = time.monotonic() + 120, ""
+        while TRIAL not in runs and time.monotonic() < deadline:
+            time.sleep(2)
+            with contextlib.suppress(OSError):
+                runs = urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs",
+                                              timeout=10).read().decode()
+        assert f"quickstart-smoke/{TRIAL}/tensorboard/validation" in runs, runs
 
         # Without the token: one sentence saying what to copy, not 20 s of retries.
         no_token = {**env, "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}
