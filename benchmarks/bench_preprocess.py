@@ -16,12 +16,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parser, write
 
-from signbart.config import VariantConfig
+from signbart.config import MAX_FRAMES, VariantConfig
 from signbart.layouts import get_layout
 from signbart.preprocess import Selection, prepare_arrays
 
 
-def reference_loop(samples, selection, max_frames=64):
+def reference_loop(samples, selection, max_frames=MAX_FRAMES):
     """The reference's approach: Python loops over samples, frames and groups."""
     out = []
     for s in samples:

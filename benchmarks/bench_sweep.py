@@ -46,7 +46,7 @@ MODEL = {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1, "encoder_atten
 
 def make_spec(tmp: Path, name: str, epochs: int) -> Path:
     variant = yaml.safe_load((REPO / "configs/arabic-asl-65kpts.yaml").read_text())
-    variant.update(name="bench", model={**variant["model"], **MODEL})
+    variant.update(name="bench", model=MODEL)
     (tmp / "bench.yaml").write_text(yaml.safe_dump(variant))
     spec = {"name": name, "data": str(tmp / "data"), "holdouts": ["user01", "user02"],
             "seeds": [1, 2], "variants": [str(tmp / "bench.yaml")], "quant": ["fp32"],

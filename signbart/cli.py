@@ -12,6 +12,7 @@ import yaml
 
 from signbart import __version__
 from signbart.errors import STORAGE_ERRNOS, StorageError, UserError, storage_error
+from signbart.layouts import LAYOUTS
 
 log = logging.getLogger("signbart")
 ADDRESS_HELP = ("Ray cluster to join: HOST:6379, or auto for a `ray start` cluster on this "
@@ -22,18 +23,12 @@ def _csv_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _set_override(config: dict, assignment: str) -> None:
-    """Apply ``a.b.c=VALUE`` (VALUE parsed as YAML) to a nested config dict."""
+def _setting(assignment: str) -> tuple[str, object]:
+    """``a.b.c=VALUE`` as (``a.b.c``, VALUE parsed as YAML)."""
     key, sep, value = assignment.partition("=")
     if not sep or not key:
         raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.augment.hand_drop=0.3")
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise UserError(f"--set {assignment!r}: {p!r} is not a section")
-    node[leaf] = yaml.safe_load(value)
+    return key, yaml.safe_load(value)
 
 
 # ------------------------------------------------------------------ handlers
@@ -64,27 +59,41 @@ def cmd_extract(a) -> int:
                           overwrite=a.overwrite, force_settings=a.force_settings,
                           flush_seconds=a.flush_seconds)
     print(summary)
-    return 0 if summary.failed == 0 or a.allow_failures else 1
+    return summary.exit_status(a.allow_failures)
 
 
 def cmd_train(a) -> int:
-    from signbart.config import load_variant, to_dict
+    from signbart.config import SEED, build_experiment, load_variant
     from signbart.results import write_rows
     from signbart.trial import run_trial
 
-    variant = load_variant(a.config)
-    config = {"data": a.data, "variant": to_dict(variant), "holdout": a.holdout,
-              "seed": a.seed, "quant": _csv_list(a.quant), "out_dir": a.out,
-              "baseline": not a.no_baseline, "threads": a.threads,
-              "train": {k: v for k, v in (("epochs", a.epochs), ("lr", a.lr),
-                                          ("batch_size", a.batch_size),
-                                          ("val_signers", a.val_signers)) if v is not None}}
-    for assignment in a.set or []:
-        _set_override(config, assignment)
-    rows = run_trial(config)
+    settings = {f"train.{k}": v for k, v in (("epochs", a.epochs), ("lr", a.lr),
+                                             ("batch_size", a.batch_size),
+                                             ("n_val_signers", a.n_val_signers)) if v is not None}
+    settings.update(_setting(s) for s in a.set or [])
+    overrides = {k: v for k, v in (("quant", _csv_list(a.quant) if a.quant else None),
+                                   ("threads", a.threads),
+                                   ("baseline", False if a.no_baseline else None)) if v is not None}
+    if (a.ablation or a.storage) and not a.spec:
+        raise UserError("train: --ablation and --storage only go with --spec")
+    if a.spec:
+        from signbart.sweep import fold_experiment, load_spec
+
+        spec = load_spec(a.spec, data=a.data)
+        variant = load_variant(a.config).name if a.config else None
+        exp = fold_experiment(spec, a.holdout, spec.seeds[0] if a.seed is None else a.seed,
+                              variant, a.ablation or "", a.storage, settings=settings,
+                              **overrides)
+    else:
+        if not (a.config and a.data):
+            raise UserError("train: give --config VARIANT.yaml and --data DIR, or --spec SWEEP.yaml")
+        exp = build_experiment(a.data, load_variant(a.config), a.holdout,
+                               seed=SEED if a.seed is None else a.seed, settings=settings,
+                               where="signbart train", **overrides)
+    rows = run_trial(exp, a.out)
     path = write_rows(rows, str(Path(a.out) / "results.parquet"))
     params = next((r["params"] for r in rows if r.get("params")), None)
-    print(f"SignBART {variant.name}: {params:,} parameters" if params else "")
+    print(f"SignBART {exp.variant.name}: {params:,} parameters" if params else "")
     for r in rows:
         top1 = f"{r['top1']:.4f}" if r.get("top1") is not None else "-"
         print(f"  {r['model_kind']:9s} {r['quant']:5s} {r['status']:6s} top1={top1} "
@@ -136,7 +145,7 @@ def cmd_sweep(a) -> int:
                         max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke,
                         data=a.data)
     print(summary)
-    return 0 if getattr(summary, "ok", True) else 1
+    return summary.exit_code
 
 
 def cmd_report(a) -> int:
@@ -187,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--signers", type=int, default=4, help="number of synthetic signers")
     s.add_argument("--classes", type=int, default=10, help="number of sign classes")
     s.add_argument("--reps", type=int, default=5, help="repetitions per signer and class")
-    s.add_argument("--layout", default="holistic-65", choices=["holistic-65", "holistic-90"],
+    s.add_argument("--layout", default="holistic-65", choices=LAYOUTS,
                    help="stored keypoint layout")
     s.add_argument("--seed", type=int, default=0, help="same seed, same dataset")
     s.add_argument("--overwrite", action="store_true", help="replace a dataset already in OUT")
@@ -207,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "on Ray", **fmt)
     s.add_argument("videos", help="folder of videos (searched recursively)")
     s.add_argument("out", help="dataset directory to write")
-    s.add_argument("--layout", default="holistic-90", choices=["holistic-65", "holistic-90"],
+    s.add_argument("--layout", default="holistic-90", choices=LAYOUTS,
                    help="stored keypoint layout (holistic-90 serves every variant)")
     s.add_argument("--address", help=ADDRESS_HELP)
     s.add_argument("--workers", type=int, help="MediaPipe actors (default: one per CPU)")
@@ -228,18 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train one LOSO fold, export and evaluate TFLite models",
                        **fmt)
-    s.add_argument("--config", required=True, help="variant config YAML (configs/*.yaml)")
-    s.add_argument("--data", required=True, help="dataset directory")
+    s.add_argument("--config", help="variant config YAML (configs/*.yaml); with --spec, which "
+                   "of the spec's variants (default: its only one)")
+    s.add_argument("--data", help="dataset directory (with --spec: replaces the spec's)")
+    s.add_argument("--spec", help="sweep spec YAML: run one fold of it, resolved as the sweep "
+                   "resolves it (search choice, ablation)")
+    s.add_argument("--ablation", help="with --spec: the ablation arm to run (default: none)")
+    s.add_argument("--storage", help="with --spec: where the sweep keeps its search choices "
+                   "(default: ./ray_results)")
     s.add_argument("--holdout", required=True, help="held-out signer, or 'none' to train on all")
-    s.add_argument("--seed", type=int, default=42,
-                   help="seeds the inner-validation draw, weights and data order")
+    s.add_argument("--seed", type=int, help="seeds the inner-validation draw, weights and data "
+                   "order (default: 42, or the spec's first seed)")
     s.add_argument("--epochs", type=int, help="training epochs (default: the TrainConfig default)")
     s.add_argument("--lr", type=float, help="peak learning rate (default: the TrainConfig default)")
     s.add_argument("--batch-size", type=int, help="batch size (default: the TrainConfig default)")
-    s.add_argument("--val-signers", type=int,
+    s.add_argument("--n-val-signers", type=int,
                    help="inner validation signers (default: the TrainConfig default, 1)")
-    s.add_argument("--quant", default="fp32", help="comma list of fp32,ptq,qat,int8")
-    s.add_argument("--threads", type=int, default=0, help="TF threads (0 = TF default)")
+    s.add_argument("--quant", help="comma list of fp32,ptq,qat,int8 (default: fp32, or the "
+                   "spec's)")
+    s.add_argument("--threads", type=int, help="TF threads (default: TF's own, or the spec's)")
     s.add_argument("--no-baseline", action="store_true", help="skip the linear baseline")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="typed override, e.g. train.augment.hand_drop=0.3 (repeatable)")
@@ -249,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("evaluate", help="evaluate a .tflite model with the TFLite interpreter",
                        **fmt)
     s.add_argument("--model", required=True, help=".tflite file written by train or sweep")
-    s.add_argument("--config", help="variant config (default: from the model's .json sidecar)")
+    s.add_argument("--config", help="variant config (default: from the model card beside it)")
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--holdout", help="signer to evaluate (default: the whole dataset)")
     s.add_argument("--out", help="JSON output (default: beside the model)")
@@ -258,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="recognise the sign in video(s) with an exported model",
                        **fmt)
     s.add_argument("videos", nargs="+", help="video files")
-    s.add_argument("--model", required=True, help=".tflite file (its .json sidecar beside it)")
+    s.add_argument("--model", required=True, help=".tflite file (its .json model card beside it)")
     s.add_argument("--top", type=int, default=5, help="how many glosses to print per video")
     s.add_argument("--mirror", action="store_true", help="mirror the video (left-handed signer)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -1,7 +1,8 @@
-"""Typed, validated configs: model, augmentation, training, QAT, and the keypoint variant.
+"""Typed, validated configs: model, augmentation, training, QAT, the keypoint variant, and
+the ``ExperimentConfig`` that composes them for one trial.
 
 Everything here is plain data (no TensorFlow), so drivers can validate a sweep without
-importing TF. ``VariantConfig.to_dict()`` is written into every artifact and is enough
+importing TF. ``to_dict(experiment)`` is written into every row and model card and is enough
 to rebuild the model.
 """
 
@@ -203,7 +204,7 @@ class TrainConfig:
     plateau_patience: int = 5
     min_lr: float = 1e-7
     max_frames: int = MAX_FRAMES
-    val_signers: int = 1          # inner validation signers drawn from the training signers
+    n_val_signers: int = 1        # how many inner validation signers to draw from the training signers
     early_stopping: int = 0       # patience in epochs on inner-validation accuracy; 0 = off
     refit: bool = False           # after the inner run, retrain on train + inner signers
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -212,7 +213,7 @@ class TrainConfig:
         for n in ("epochs", "batch_size", "max_frames"):
             _positive(n, getattr(self, n))
         _positive("lr", self.lr)
-        for n in ("val_signers", "early_stopping", "plateau_patience"):
+        for n in ("n_val_signers", "early_stopping", "plateau_patience"):
             _positive(n, getattr(self, n), allow_zero=True)
         _rate("label_smoothing", self.label_smoothing)
         if self.schedule not in SCHEDULES:
@@ -378,3 +379,99 @@ def load_variant(path: str | Path) -> VariantConfig:
 
 def variant_from_dict(d: dict) -> VariantConfig:
     return from_dict(VariantConfig, d, f"variant {d.get('name', '?')}")
+
+
+# ---------------------------------------------------------------- one experiment
+
+def plain(value):
+    """Tune hands back numpy scalars; rows and JSON want Python numbers."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def apply_settings(settings: dict, train: dict, qat: dict, variant: dict
+                   ) -> tuple[dict, dict, dict]:
+    """Copies of the train/qat/variant dicts with dotted ``settings`` set (``train.lr``,
+    ``train.augment.hand_drop``, ``qat.epochs``; ``model.*`` lands in the variant's model)."""
+    out = {"train": json.loads(json.dumps(train)), "qat": json.loads(json.dumps(qat)),
+           "model": json.loads(json.dumps(variant.get("model") or {}))}
+    for key, value in settings.items():
+        section, *path = key.split(".")
+        if section not in out or not path:
+            raise ConfigError(f"{key}: expected train.<field>, qat.<field> or model.<field>")
+        node = out[section]
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part!r} is not a section")
+        node[path[-1]] = plain(value)
+    return out["train"], out["qat"], {**variant, "model": out["model"]}
+
+
+def trial_id(holdout: str, seed: int, variant: str, ablation: str = "") -> str:
+    """``<holdout>-s<seed>-<variant>[-<ablation>]``: the trial's name in Tune, its folder and
+    its rows."""
+    return "-".join([str(holdout), f"s{seed}", variant] + ([ablation] if ablation else []))
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one trial needs, every choice already applied; its dict is stored in every
+    row and Tune hands it to the worker, which only parses it (``build_experiment``)."""
+
+    data: str
+    variant: VariantConfig
+    holdout: str = "none"
+    seed: int = SEED
+    quant: tuple[str, ...] = ("fp32",)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    qat: QATConfig = field(default_factory=QATConfig)
+    sweep: str = ""
+    ablation: str = ""          # the sweep's ablation arm, already applied to train.augment
+    threads: int = 0            # TF intra/inter-op threads; 0 = leave TF's default
+    baseline: bool = True       # also fit the cheap linear baseline on the same fold
+    ensemble: bool = False      # also ship SignBART + baseline as one model (fp32, ptq)
+    search: dict = field(default_factory=dict)   # what a nested search chose (already applied)
+
+    def __post_init__(self):
+        bad = [q for q in self.quant if q not in QUANT_MODES]
+        if bad or not self.quant:
+            raise ValueError(f"quant: {bad[0] if bad else 'empty'!r} is not one of "
+                             f"{', '.join(QUANT_MODES)}")
+        self.variant.model_config()
+
+    @classmethod
+    def parse(cls, config: dict) -> ExperimentConfig:
+        return from_dict(cls, config, "trial config")
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @property
+    def name(self) -> str:
+        return trial_id(self.holdout, self.seed, self.variant.name, self.ablation)
+
+
+def build_experiment(data: str, variant: VariantConfig, holdout: str, *, seed: int = SEED,
+                     quant=("fp32",), train: TrainConfig | None = None,
+                     qat: QATConfig | None = None, search: dict | None = None,
+                     ablation: str = "", augment: dict | None = None,
+                     settings: dict | None = None, sweep: str = "", threads: int = 0,
+                     baseline: bool = True, ensemble: bool = False,
+                     where: str = "experiment") -> ExperimentConfig:
+    """The one way an experiment is made, by the sweep driver and by ``signbart train``.
+
+    On top of the variant and the base train/qat configs, in this order: the nested search's
+    choice (``search['params']``), the ablation's ``augment`` overrides, then ``settings``
+    (dotted, as ``apply_settings``). The result is validated once, naming ``where``.
+    """
+    t, q, v = (to_dict(train or TrainConfig()), to_dict(qat or QATConfig()), to_dict(variant))
+    if search:
+        t, q, v = apply_settings(search["params"], t, q, v)
+    if augment:
+        t["augment"] = {**t["augment"], **augment}
+    if settings:
+        t, q, v = apply_settings(settings, t, q, v)
+    return from_dict(ExperimentConfig, {
+        "data": data, "variant": v, "holdout": holdout, "seed": seed, "quant": list(quant),
+        "train": t, "qat": q, "sweep": sweep, "ablation": ablation, "threads": threads,
+        "baseline": baseline, "ensemble": ensemble, "search": search or {}}, where)

@@ -107,7 +107,6 @@ class TimedHolistic:
 def _layout(layout: str | Layout) -> Layout:
     if isinstance(layout, Layout):
         return layout
-    _import_holistic()  # before get_layout imports mediapipe with TensorFlow
     return get_layout(layout)
 
 

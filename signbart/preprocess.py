@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from signbart.config import ANCHOR_KEYS, HANDS, MOUTH, SHOULDERS, FramingConfig, VariantConfig
+from signbart.config import (
+    ANCHOR_KEYS,
+    HANDS,
+    MAX_FRAMES,
+    MOUTH,
+    SHOULDERS,
+    FramingConfig,
+    VariantConfig,
+)
 from signbart.layouts import Layout, mirror_key
 
 MARGIN = 0.05
@@ -186,7 +194,7 @@ def anchor_features(frames: np.ndarray, lengths: np.ndarray, sel: Selection) -> 
 
 
 def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
-                   max_frames: int = 64, chunk: int = 32) -> Prepared:
+                   max_frames: int = MAX_FRAMES, chunk: int = 32) -> Prepared:
     """Preprocess raw [T, K_stored, 3] arrays into padded model inputs.
 
     Works on ``chunk`` samples at a time: every step is vectorised over the chunk's frames,
@@ -218,7 +226,7 @@ def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
     return Prepared(x=x, mask=mask, y=np.asarray(labels, dtype=np.int32))
 
 
-def prepare(dataset, indices, variant: VariantConfig, max_frames: int = 64) -> Prepared:
+def prepare(dataset, indices, variant: VariantConfig, max_frames: int = MAX_FRAMES) -> Prepared:
     """Model inputs for the dataset samples at ``indices`` (a fold's train/val/test view)."""
     indices = np.asarray(indices, dtype=np.int64)
     selection = Selection.of(variant, dataset.layout)

@@ -34,6 +34,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import ScalarFormatter
 from scipy import stats
 
+from signbart.config import QUANT_MODES
 from signbart.errors import UserError
 from signbart.results import CELL_KEYS, read_rows
 from signbart.storage import filesystem, write_bytes, write_text
@@ -41,12 +42,12 @@ from signbart.storage import filesystem, write_bytes, write_text
 log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "html")
-QUANTS = ("fp32", "ptq", "qat", "int8")
+QUANTS = QUANT_MODES
 KINDS = ("signbart", "baseline")
 METRICS = ("top1", "top5", "macro_f1")
 COSTS = ("model_bytes", "params", "flops", "latency_ms_p50")
-# One report line per model setting. augment_setting is a short name for the augmentation
-# JSON, "" when every row used the same one, so ablation settings are never pooled.
+# One report line per model setting. augment_setting is the row's ablation arm (the sweep
+# writes it), "" outside an ablation, so ablation settings are never pooled.
 GROUP = ["variant", "quant", "model_kind", "augment_setting"]
 ALL = "all"  # the holdout value of rows pooled over all holdouts
 GRID_ROWS = ("mean", "worst")  # the signer grid's rows under the hold-outs
@@ -55,9 +56,6 @@ ALPHA = 1 - CONFIDENCE         # a paired difference with p below this (and a CI
 BOOTSTRAP_RESAMPLES = 9999     # counts as distinguishable from zero
 BOOTSTRAP_SEED = 0             # same rows -> same intervals
 RECOMMEND_MEAN, RECOMMEND_WORST = 0.01, 0.02  # tolerances of the variant recommendation
-# Fields of signbart.config.AugmentConfig that switch an augmentation on; all falsy = "none".
-AUGMENT_SWITCHES = ("prob", "flip", "hand_drop", "hand_paste", "frame_drop", "affine_prob",
-                    "speed")
 
 
 # ---------------------------------------------------------------------------------- load
@@ -172,53 +170,9 @@ def _sorted(df: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values(cols, key=key, kind="stable").reset_index(drop=True) if cols else df
 
 
-def _augment_off(aug) -> bool:
-    if not aug:
-        return True
-    if not isinstance(aug, dict):
-        return str(aug).lower() in ("none", "off", "false")
-    keys = [k for k in AUGMENT_SWITCHES if k in aug] or list(aug)
-    return not any(aug[k] for k in keys)
-
-
-def _augment_settings(augment: pd.Series) -> pd.Series:
-    """A short, unique name per distinct augmentation JSON.
-
-    Its ``name`` field if any, "none" when every switch is off, else the fields where it differs
-    from the other settings ("hand_drop=0.2"); "" when all rows share one setting.
-    """
-    def parse(s):
-        try:
-            return json.loads(s)
-        except (TypeError, ValueError):
-            return s
-
-    canon = {s: json.dumps(parse(s), sort_keys=True) for s in augment.dropna().unique()}
-    distinct = {c: json.loads(c) for c in canon.values()}
-    if len(distinct) + augment.isna().any() <= 1:
-        return pd.Series("", index=augment.index)
-    dicts = [d for d in distinct.values() if isinstance(d, dict)]
-    varying = sorted({k for d in dicts for k in d
-                      if len({json.dumps(e.get(k)) for e in dicts}) > 1})
-    names: dict[str, str] = {}
-    for c, d in distinct.items():
-        if isinstance(d, dict) and d.get("name"):
-            name = str(d["name"])
-        elif _augment_off(d):
-            name = "none"
-        elif isinstance(d, dict):
-            name = ", ".join(f"{k}={json.dumps(d.get(k))}" for k in varying) or c[:40]
-        else:
-            name = str(d)[:40]
-        while name in names.values():
-            name += "'"
-        names[c] = name
-    return augment.map(lambda s: names[canon[s]] if isinstance(s, str) else "unknown")
-
-
 def _dedupe(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per cell, the newest by created_at; every row of a cell seen more than once)."""
-    keys = list(CELL_KEYS)
+    keys = list(CELL_KEYS) + ["augment_setting"]  # an ablation's arms are cells of their own
     newest_last = df.sort_values("created_at", kind="stable", na_position="first")
     kept = newest_last.drop_duplicates(keys, keep="last").sort_index()
     dup = newest_last[newest_last.duplicated(keys, keep=False)]
@@ -638,7 +592,7 @@ def summarize(df: pd.DataFrame) -> Summary:
     # rows from foreign or older files may lack keys: keep them visible instead of dropping them
     raw = df.fillna({"model_kind": "signbart", **{k: "?" for k in ("sweep", "holdout",
                                                                   "variant", "quant")}})
-    raw = raw.assign(augment_setting=_augment_settings(raw.augment))
+    raw = raw.assign(augment_setting=raw.ablation.fillna(""))
     rows, duplicates = _dedupe(raw)
     several = rows.variant.nunique() > 1
     rows = rows.assign(ok=(rows.status == "ok") & rows.top1.notna(),

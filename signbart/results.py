@@ -24,6 +24,7 @@ SCHEMA = pa.schema([
     ("holdout", pa.string()),          # signer id, or "none" for full-dataset models
     ("seed", pa.int64()),
     ("variant", pa.string()),
+    ("ablation", pa.string()),         # the sweep's ablation arm, or null outside one
     ("quant", pa.string()),            # fp32 | ptq | qat | int8
     ("model_kind", pa.string()),       # signbart | baseline | any other kind (ensemble)
     ("status", pa.string()),           # ok | failed
@@ -45,9 +46,10 @@ SCHEMA = pa.schema([
     ("latency_ms_p50", pa.float64()),
     ("latency_ms_p90", pa.float64()),
     ("train_seconds", pa.float64()),
-    ("epochs_run", pa.int64()),
-    ("best_epoch", pa.int64()),
-    ("inner_val_accuracy", pa.float64()),  # the inner run's best score on its inner signers        # chosen on inner-validation signers, never the holdout
+    ("epochs_run", pa.int64()),        # FP32 training epochs (on every row of the trial)
+    ("best_epoch", pa.int64()),        # chosen on inner-validation signers, never the holdout
+    ("inner_val_accuracy", pa.float64()),  # the inner run's best score on its inner signers
+    ("qat_epochs", pa.int64()),        # QAT fine-tuning epochs (qat rows only)
     ("model_path", pa.string()),
     ("fp32_model_path", pa.string()),
     ("augment", pa.string()),          # JSON of the augmentation config used

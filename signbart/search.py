@@ -13,11 +13,10 @@ choices made on that signer's own data.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 
-from signbart.config import QATConfig, TrainConfig, from_dict
+from signbart.config import QATConfig, TrainConfig, apply_settings, from_dict
 from signbart.errors import ConfigError
 
 SECTIONS = ("train", "qat", "model")
@@ -104,31 +103,12 @@ def _check_distribution(key, dist) -> None:
         raise ValueError(f"space.{key}.randint: expected integers, got {args!r}")
 
 
-def plain(value):
-    """Tune hands back numpy scalars; rows and JSON want Python numbers."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def apply(params: dict, train: dict, qat: dict, variant: dict) -> tuple[dict, dict, dict]:
-    """Copies of the train/qat/variant dicts with dotted ``params`` set
-    (``model.*`` lands in the variant's model overrides)."""
-    out = {"train": json.loads(json.dumps(train)), "qat": json.loads(json.dumps(qat)),
-           "model": json.loads(json.dumps(variant.get("model") or {}))}
-    for key, value in params.items():
-        section, *path = key.split(".")
-        node = out[section]
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = plain(value)
-    return out["train"], out["qat"], {**variant, "model": out["model"]}
-
-
 def validate(search: SearchSpec, train: dict, qat: dict, variant: dict, where: str) -> None:
     """Fail before anything runs if a setting in the space does not exist or is out of range."""
     from signbart.config import variant_from_dict
 
     for corner in search.corners():
-        t, q, v = apply(corner, train, qat, variant)
+        t, q, v = apply_settings(corner, train, qat, variant)
         try:
             from_dict(TrainConfig, t, f"{where}: search.space -> train")
             from_dict(QATConfig, q, f"{where}: search.space -> qat")
@@ -155,14 +135,15 @@ def search_trial(config: dict, report) -> float:
     from signbart.data import open_dataset
     from signbart.train import train
 
-    t, _, v = apply(config["params"], config["train"], config["qat"], config["variant"])
+    t, _, v = apply_settings(config["params"], config["train"], config["qat"],
+                             config["variant"])
     tcfg = replace(from_dict(TrainConfig, t, "search candidate: train"), refit=False)
-    if tcfg.val_signers < 1:
-        raise ConfigError("search: train.val_signers must be >= 1 (candidates are scored on "
+    if tcfg.n_val_signers < 1:
+        raise ConfigError("search: train.n_val_signers must be >= 1 (candidates are scored on "
                           "inner-validation signers, never on the held-out one)")
     variant = variant_from_dict(v)
     dataset = open_dataset(config["data"])
-    folds = dataset.inner_folds(config["holdout"], tcfg.val_signers, config["seed"],
+    folds = dataset.inner_folds(config["holdout"], tcfg.n_val_signers, config["seed"],
                                 config.get("rotations", 1))
     bests: list[float] = []
     best = -math.inf

@@ -38,9 +38,11 @@ def join(root: str | Path, *parts: str) -> str:
     return "/".join([str(root).rstrip("/"), *parts])
 
 
-def rows_uri(results: str, trial_id: str, failed: bool = False) -> str:
-    """``results/<trial_id>.parquet`` (``.failed.parquet``): the file that makes a trial finished."""
-    return join(results, f"{trial_id}.failed.parquet" if failed else f"{trial_id}.parquet")
+def rows_uri(sweep: str, trial_id: str, failed: bool = False) -> str:
+    """``<sweep>/results/<trial_id>.parquet`` (or ``.failed.parquet``): the file whose
+    existence makes a trial finished."""
+    return join(sweep, "results",
+                f"{trial_id}.failed.parquet" if failed else f"{trial_id}.parquet")
 
 
 def _write(location: str | Path, fill: Callable[[io.RawIOBase], None],

@@ -21,7 +21,6 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import itertools
-import json
 import logging
 import multiprocessing
 import os
@@ -39,22 +38,30 @@ from ray.tune import CLIReporter
 from ray.tune.trainable.function_trainable import wrap_function
 
 from signbart.config import (
+    QUANT_MODES,
+    SEED,
     AugmentConfig,
+    ExperimentConfig,
     QATConfig,
     TrainConfig,
+    VariantConfig,
+    build_experiment,
     config_hash,
     from_dict,
     load_variant,
     load_yaml,
+    plain,
     to_dict,
+    trial_id,
+    variant_from_dict,
 )
 from signbart.data import open_dataset
 from signbart.errors import ConfigError
 from signbart.raycluster import connect
-from signbart.results import make_row, read_rows, write_rows
-from signbart.search import SearchSpec, apply, choose, plain, search_trial, validate
+from signbart.results import read_rows, write_rows
+from signbart.search import SearchSpec, choose, search_trial, validate
 from signbart.storage import exists, filesystem, join, read_json, remove, rows_uri, write_json
-from signbart.trial import QUANT_MODES, run_trial
+from signbart.trial import failed_rows, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,7 @@ class SweepSpec:
     data: str
     variants: tuple[str, ...]
     holdouts: str | tuple[str, ...] = "all"
-    seeds: tuple[int, ...] = (42,)
+    seeds: tuple[int, ...] = (SEED,)
     quant: tuple[str, ...] = ("fp32", "ptq", "qat")
     train: TrainConfig = field(default_factory=TrainConfig)
     qat: QATConfig = field(default_factory=QATConfig)
@@ -176,12 +183,13 @@ def _absolute(path: str) -> str:
 
 @dataclass(frozen=True)
 class Grid:
-    """The resolved axes: signers from the dataset, variant names from their files."""
+    """The resolved axes: signers from the dataset, variants loaded from their files (here,
+    once: trials get the variant as data, never its path)."""
 
     holdouts: tuple[str, ...]
     seeds: tuple[int, ...]
-    variants: dict[str, str]     # variant name -> file
-    ablations: dict[str, dict]   # ablation name -> augment overrides (empty: no such axis)
+    variants: dict[str, VariantConfig]   # variant name -> the variant
+    ablations: dict[str, dict]           # ablation name -> augment overrides (empty: no axis)
 
     @classmethod
     def of(cls, spec: SweepSpec) -> Grid:
@@ -194,60 +202,77 @@ class Grid:
             raise ConfigError(f"{spec.data}: dataset directory not found.{hint}")
         holdouts = open_dataset(spec.data).resolve_holdouts(
             list(spec.holdouts) if isinstance(spec.holdouts, tuple) else spec.holdouts)
-        variants: dict[str, str] = {}
+        variants: dict[str, VariantConfig] = {}
+        files: dict[str, str] = {}
         for path in spec.variants:
-            name = load_variant(path).name
-            if name in variants:
-                raise ConfigError(f"{path}: variant name {name!r} is also the name of "
-                                  f"{variants[name]} (trial names must be unique)")
-            variants[name] = path
+            variant = load_variant(path)
+            if variant.name in variants:
+                raise ConfigError(f"{path}: variant name {variant.name!r} is also the name of "
+                                  f"{files[variant.name]} (trial names must be unique)")
+            variants[variant.name], files[variant.name] = variant, path
             if spec.search is not None:
-                validate(spec.search, to_dict(spec.train), to_dict(spec.qat),
-                         to_dict(load_variant(path)), f"{spec.name}")
-        if spec.search is not None and spec.train.val_signers < 1:
-            raise ConfigError(f"{spec.name}: search needs train.val_signers >= 1 (candidates "
+                validate(spec.search, to_dict(spec.train), to_dict(spec.qat), to_dict(variant),
+                         f"{spec.name}")
+        if spec.search is not None and spec.train.n_val_signers < 1:
+            raise ConfigError(f"{spec.name}: search needs train.n_val_signers >= 1 (candidates "
                               "are scored on inner-validation signers, never the held-out one)")
-        spec.augments()
         return cls(tuple(holdouts), spec.seeds, variants,
                    {k: dict(v or {}) for k, v in spec.ablation.items()})
 
     def trials(self) -> list[dict]:
-        """One dict per trial, with the axis keys Tune's grid gives each trial config."""
-        axes = [self.holdouts, self.seeds, list(self.variants), list(self.ablations) or [None]]
-        return [{"holdout": h, "seed": s, "variant": v, **({"ablation": a} if a else {})}
+        """One dict per trial: its axis values (``ablation`` "" when there is no such axis)."""
+        axes = [self.holdouts, self.seeds, list(self.variants), list(self.ablations) or [""]]
+        return [{"holdout": h, "seed": s, "variant": v, "ablation": a}
                 for h, s, v, a in itertools.product(*axes)]
 
+    def experiments(self, spec: SweepSpec, chosen: dict | None = None, **overrides
+                    ) -> list[ExperimentConfig]:
+        """Every trial's experiment, built here in the driver with every choice applied: the
+        hold-out's search winner (``chosen``), the ablation, and the spec's settings
+        (``overrides``: ``build_experiment``'s quant, threads, baseline or settings)."""
+        out = []
+        for t in self.trials():
+            choice = (chosen or {}).get(search_key(t["holdout"], t["variant"]))
+            fields = {"quant": spec.quant, "threads": spec.resources.threads,
+                      "baseline": spec.baseline, "ensemble": spec.ensemble, **overrides}
+            out.append(build_experiment(
+                spec.data, self.variants[t["variant"]], t["holdout"], seed=t["seed"],
+                train=spec.train, qat=spec.qat,
+                search={k: choice[k] for k in ("params", "val_accuracy", "val_signers")}
+                if choice else None,
+                ablation=t["ablation"], augment=self.ablations.get(t["ablation"]),
+                sweep=spec.name, where=f"{spec.name}: {trial_id(**t)}", **fields))
+        return out
 
-def trial_name(config: dict) -> str:
-    """``<holdout>-s<seed>-<variant>[-<ablation>]``: Tune's trial name, dir name and trial_id."""
-    parts = [str(config["holdout"]), f"s{config['seed']}", config["variant"]]
-    return "-".join(parts + ([config["ablation"]] if config.get("ablation") else []))
+    def cell(self, spec: SweepSpec, holdout: str, seed: int, variant: str | None = None,
+             ablation: str = "") -> Grid:
+        """The one-trial grid of (holdout, seed, variant, ablation), each checked against the
+        spec; ``variant`` may be left out when the spec has one."""
+        if variant is None and len(self.variants) == 1:
+            variant = next(iter(self.variants))
+        for axis, value, known in (("variant", variant, self.variants),
+                                   ("ablation", ablation, self.ablations or {"": None})):
+            if value not in known:
+                raise ConfigError(f"{spec.name}: {axis} {value!r} is not in the spec (known: "
+                                  f"{', '.join(map(repr, known))})")
+        [holdout] = open_dataset(spec.data).resolve_holdouts([holdout])
+        return Grid((holdout,), (seed,), {variant: self.variants[variant]},
+                    {ablation: self.ablations[ablation]} if ablation else {})
 
 
 def _tune_trial_name(trial) -> str:
-    return trial_name(trial.config)
+    e = trial.config["experiment"]
+    return trial_id(e["holdout"], e["seed"], e["variant"]["name"], e["ablation"])
 
 
 def search_key(holdout: str, variant: str) -> str:
     return f"{holdout}-{variant}"
 
 
-def experiment_config(config: dict, out_dir: str) -> dict:
-    """The ``run_trial`` config of one Tune trial config, with its hold-out's search choice."""
-    train, qat = dict(config["train"]), config["qat"]
-    variant = config["variants"][config["variant"]]
-    chosen = (config.get("chosen") or {}).get(search_key(config["holdout"], config["variant"]))
-    if chosen:
-        train, qat, variant = apply(chosen["params"], train, qat, to_dict(load_variant(variant)))
-    if config.get("ablation"):
-        train["augment"] = {**train["augment"], **config["ablations"][config["ablation"]]}
-    return {"data": config["data"], "variant": variant,
-            "holdout": config["holdout"], "seed": config["seed"], "quant": config["quant"],
-            "train": train, "qat": qat, "out_dir": out_dir, "sweep": config["sweep"],
-            "trial_id": trial_name(config), "threads": config["threads"],
-            "baseline": config["baseline"], "ensemble": config.get("ensemble", False),
-            "search": {k: chosen[k] for k in ("params", "val_accuracy", "val_signers")}
-            if chosen else {}}
+def sweep_hash(spec: SweepSpec, experiments: list[ExperimentConfig]) -> str:
+    """What ``--resume`` compares: the spec and every resolved experiment, so an edited
+    variant file counts as a changed sweep even though its path did not change."""
+    return config_hash({"spec": to_dict(spec), "experiments": [e.to_dict() for e in experiments]})
 
 
 # ---------------------------------------------------------------- storage (path or URI)
@@ -277,27 +302,28 @@ def _node() -> dict:
 
 
 def _trainable(config: dict) -> None:
-    """One Tune trial: rebuild the config, run_trial (TF is imported there, in the worker),
+    """One Tune trial: parse its experiment, run_trial (TF is imported there, in the worker),
     write the rows, report them. A trial whose rows already exist just re-reports them."""
-    tid = trial_name(config)
-    done = rows_uri(config["results"], tid)
+    exp = ExperimentConfig.parse(config["experiment"])
+    tid = exp.name
+    done = rows_uri(config["artifacts"], tid)
     trained = not exists(done)
     last: dict = {}   # the last epoch's metrics, kept in the final report for Tune's table
     if trained:
-        node_uri = join(config["results"], f"{tid}.node.json")
+        node_uri = join(config["artifacts"], "results", f"{tid}.node.json")
         attempt, cpu = {**_node(), "started": time.time()}, time.process_time()
         attempts = (read_json(node_uri) or []) + [attempt]
         write_json(node_uri, attempts)  # where each attempt ran: retries move between nodes
         remote = "://" in config["artifacts"]
         out_dir = (tune.get_context().get_trial_dir() if remote
                    else join(config["artifacts"], tid))
-        rows = run_trial(experiment_config(config, out_dir), report=_live(last))
+        rows = run_trial(exp, out_dir, report=_live(last))
         rows = [{**r, "node_id": attempt["node_id"], "hostname": attempt["hostname"]}
                 for r in rows]
         if remote:
             rows = _persist(rows, out_dir, join(config["artifacts"], tid))
         write_rows(rows, done)
-        remove(rows_uri(config["results"], tid, failed=True))
+        remove(rows_uri(config["artifacts"], tid, failed=True))
         attempt.update(seconds=time.time() - attempt["started"],
                        cpu_seconds=time.process_time() - cpu)
         write_json(node_uri, attempts)
@@ -331,16 +357,6 @@ def _row_metrics(rows: list[dict]) -> dict:
             key = r["quant"] if r["model_kind"] == "signbart" else r["model_kind"]
             out[f"top1_{key}"] = r["top1"]
     return out
-
-
-def _failed_rows(config: dict, error: str) -> list[dict]:
-    """What a trial that kept raising leaves behind: one failed row per quant mode."""
-    exp = experiment_config(config, "")
-    return [make_row(sweep=config["sweep"], trial_id=trial_name(config), holdout=config["holdout"],
-                     seed=config["seed"], variant=config["variant"], quant=q, status="failed",
-                     error=error, augment=json.dumps(exp["train"]["augment"], sort_keys=True),
-                     config=json.dumps(exp, sort_keys=True), config_hash=config_hash(exp))
-            for q in config["quant"]]
 
 
 def _error_text(err: BaseException) -> str:
@@ -435,16 +451,15 @@ def _cells_per_trial(spec: SweepSpec) -> int:
 
 def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=None
                ) -> SweepSummary:
-    results = join(path, "results")
     counts = dict.fromkeys(("cells_ok", "cells_failed", "cells_missing", "baseline_ok",
                             "baseline_failed"), 0)
     errors, top1 = {}, {}
     trials = grid.trials()
     if estimate is None:
         for t in trials:
-            tid = trial_name(t)
-            files = [u for u in (rows_uri(results, tid),
-                                 rows_uri(results, tid, failed=True)) if exists(u)]
+            tid = trial_id(**t)
+            files = [u for u in (rows_uri(path, tid), rows_uri(path, tid, failed=True))
+                     if exists(u)]
             rows = read_rows(files[:1]).to_pylist() if files else []
             whole = bool(files) and files[0].endswith(".failed.parquet")  # the trial itself
             models = [r for r in rows if r["model_kind"] != "baseline"]
@@ -484,8 +499,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
     dataset = open_dataset(spec.data)
     seed = spec.seeds[0]
     chosen = {}
-    for holdout, (variant, variant_path) in itertools.product(grid.holdouts,
-                                                              grid.variants.items()):
+    for holdout, variant in itertools.product(grid.holdouts, grid.variants):
         key = search_key(holdout, variant)
         uri = join(path, "search", f"{key}.json")
         previous = read_json(uri)
@@ -498,7 +512,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                      if search.scheduler == "asha" else FIFOScheduler())
         tuner = tune.Tuner(
             trainable,
-            param_space={"data": spec.data, "variant": to_dict(load_variant(variant_path)),
+            param_space={"data": spec.data, "variant": to_dict(grid.variants[variant]),
                          "holdout": holdout, "seed": seed, "train": to_dict(spec.train),
                          "qat": to_dict(spec.qat), "threads": spec.resources.threads,
                          "rotations": search.rotations, "params": search.param_space()},
@@ -515,7 +529,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                        "error": _error_text(r.error) if r.error is not None else None}
                       for i, r in enumerate(results)]
         best = choose(candidates)
-        folds = dataset.inner_folds(holdout, spec.train.val_signers, seed, search.rotations)
+        folds = dataset.inner_folds(holdout, spec.train.n_val_signers, seed, search.rotations)
         judges = sorted(s for f in folds for s in f.val_signers)
         chosen[key] = {"holdout": holdout, "variant": variant, "seed": seed,
                        "val_signers": judges, "params": best["params"],
@@ -526,17 +540,17 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
     return chosen
 
 
-def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
-           max_concurrent: int | None, chosen: dict | None = None,
-           trust_storage: bool = False) -> tune.Tuner:
-    """A fresh Tune run over the grid, or with ``resume`` and ``trust_storage`` Tune's own
-    state restored from storage. That state is a pickle (``tuner.pkl``): restoring it runs
-    whatever code whoever can write the storage put there, so it takes explicit trust. The
-    fresh run loses nothing: finished cells are found by their result rows and skipped."""
+def _tuner(spec: SweepSpec, experiments: list[ExperimentConfig], storage: str, resume: bool,
+           max_concurrent: int | None, trust_storage: bool = False) -> tune.Tuner:
+    """A Tune run whose grid is the list of resolved experiments (a worker only parses its
+    own), or with ``resume`` and ``trust_storage`` Tune's own state restored from storage.
+    That state is a pickle (``tuner.pkl``): restoring it runs whatever code whoever can write
+    the storage put there, so it takes explicit trust. The fresh run loses nothing: finished
+    cells are found by their result rows and skipped."""
     path = join(storage, spec.name)
     trainable = tune.with_resources(_Trial, {"cpu": spec.resources.cpu,
                                              "gpu": spec.resources.gpu})
-    spec_hash = config_hash(to_dict(spec))
+    spec_hash = sweep_hash(spec, experiments)
     previous = read_json(join(path, "sweep.json")) or {}
     if previous.get("hash") not in (None, spec_hash):
         log.warning("%s: the spec changed since this sweep was started; finished cells keep "
@@ -552,17 +566,8 @@ def _tuner(spec: SweepSpec, grid: Grid, storage: str, resume: bool,
         log.info("%s: no matching Tune state to restore; starting over, skipping finished "
                  "trials", path)
     write_json(join(path, "sweep.json"), {"hash": spec_hash, "spec": to_dict(spec)})
-    param_space = {
-        "sweep": spec.name, "data": spec.data, "quant": list(spec.quant),
-        "train": to_dict(spec.train), "qat": to_dict(spec.qat), "baseline": spec.baseline,
-        "ensemble": spec.ensemble, "threads": spec.resources.threads,
-        "variants": grid.variants, "ablations": grid.ablations,
-        "results": join(path, "results"), "artifacts": path, "chosen": chosen or {},
-        "holdout": tune.grid_search(list(grid.holdouts)),
-        "seed": tune.grid_search(list(grid.seeds)),
-        "variant": tune.grid_search(list(grid.variants)),
-        **({"ablation": tune.grid_search(list(grid.ablations))} if grid.ablations else {}),
-    }
+    param_space = {"artifacts": path,
+                   "experiment": tune.grid_search([e.to_dict() for e in experiments])}
     return tune.Tuner(
         trainable, param_space=param_space,
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent,
@@ -599,25 +604,44 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
     grid = Grid.of(spec)
     storage = _storage_root(storage)
     path = join(storage, spec.name)
-    finished = sum(exists(rows_uri(join(path, "results"), trial_name(t)))
-                   for t in grid.trials())
+    finished = sum(exists(rows_uri(path, trial_id(**t))) for t in grid.trials())
     if dry_run:
         return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
     started = connect(address, env=WORKER_ENV)
     try:
         chosen = run_searches(spec, grid, storage, max_concurrent) if spec.search else None
-        results = _tuner(spec, grid, storage, resume, max_concurrent, chosen,
+        experiments = grid.experiments(spec, chosen)
+        results = _tuner(spec, experiments, storage, resume, max_concurrent,
                          trust_storage).fit()
         for result in results:
             if result.error is not None and result.config:
-                tid = trial_name(result.config)
-                if not exists(rows_uri(join(path, "results"), tid)):
-                    write_rows(_failed_rows(result.config, _error_text(result.error)),
-                               rows_uri(join(path, "results"), tid, failed=True))
+                exp = ExperimentConfig.parse(result.config["experiment"])
+                if not exists(rows_uri(path, exp.name)):
+                    write_rows(failed_rows(exp, _error_text(result.error)),
+                               rows_uri(path, exp.name, failed=True))
     finally:
         if started:
             ray.shutdown()
     return _summarize(spec, grid, path, finished)
+
+
+def fold_experiment(spec: SweepSpec, holdout: str, seed: int, variant: str | None = None,
+                    ablation: str = "", storage: str | None = None, **overrides
+                    ) -> ExperimentConfig:
+    """One cell of a sweep, resolved exactly as the sweep resolves it (``signbart train
+    --spec``). With a ``search:`` section the hold-out's stored choice is used; when there is
+    none yet, that hold-out's search runs first (on Ray) and is stored where the sweep looks."""
+    grid = Grid.of(spec).cell(spec, holdout, seed, variant, ablation)
+    chosen = None
+    if spec.search is not None:
+        started = connect(None, env=WORKER_ENV)
+        try:
+            chosen = run_searches(spec, grid, _storage_root(storage), None)
+        finally:
+            if started:
+                ray.shutdown()
+    [exp] = grid.experiments(spec, chosen, **overrides)
+    return exp
 
 
 # ---------------------------------------------------------------- --dry-run sizing
@@ -630,11 +654,11 @@ def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
     never imports TensorFlow. The cache key covers everything that changes an epoch's cost.
     """
     trial = grid.trials()[0]
-    variant = grid.variants[trial["variant"]]
+    variant = to_dict(grid.variants[trial["variant"]])
     manifest = Path(spec.data) / "manifest.parquet"
     key = config_hash({"data": spec.data, "manifest": [manifest.stat().st_size,
                                                        manifest.stat().st_mtime_ns],
-                       "variant": to_dict(load_variant(variant)), "holdout": trial["holdout"],
+                       "variant": variant, "holdout": trial["holdout"],
                        "train": {**to_dict(spec.train), "epochs": 0},
                        "qat": {**to_dict(spec.qat), "epochs": 0} if "qat" in spec.quant else None,
                        "threads": spec.resources.threads, "host": socket.gethostname()})
@@ -652,7 +676,7 @@ def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
         write_json(cache, measured)
     seconds = (spec.train.epochs * measured["fp32_epoch_s"]
                + (spec.qat.epochs * measured["qat_epoch_s"] if "qat" in spec.quant else 0.0))
-    todo = len(grid.trials()) - sum(exists(rows_uri(join(path, "results"), trial_name(t)))
+    todo = len(grid.trials()) - sum(exists(rows_uri(path, trial_id(**t)))
                                     for t in grid.trials())
     searches = 0
     if spec.search is not None:
@@ -664,7 +688,7 @@ def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
             "cpu_hours": (todo * seconds / 3600 + search_hours) * spec.resources.cpu}
 
 
-def _time_epochs(data: str, variant_path: str, holdout: str, seed: int, train_cfg: dict,
+def _time_epochs(data: str, variant: dict, holdout: str, seed: int, train_cfg: dict,
                  qat_cfg: dict | None, threads: int) -> dict:
     """Seconds per FP32 (and QAT) epoch, timing the second epoch so tracing is excluded."""
     from signbart.tfkeras import keras, set_threads
@@ -681,11 +705,11 @@ def _time_epochs(data: str, variant_path: str, holdout: str, seed: int, train_cf
         def on_epoch_end(self, epoch, logs=None):
             self.last = time.perf_counter() - self.t0
 
-    variant = load_variant(variant_path)
+    variant = variant_from_dict(variant)
     tcfg = from_dict(TrainConfig, {**train_cfg, "epochs": 2, "early_stopping": 0,
                                     "warmup_epochs": 0}, "train")
     dataset = open_dataset(data)
-    fold = dataset.fold(holdout, tcfg.val_signers, seed)
+    fold = dataset.fold(holdout, tcfg.n_val_signers, seed)
     ticks = []
     with tempfile.TemporaryDirectory() as tmp:
         trained = train(tcfg, variant, dataset, fold, tmp, seed,

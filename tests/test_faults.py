@@ -27,13 +27,13 @@ from conftest import REPO
 from test_sweep import TINY_MODEL
 from videos import photo, photo_video, write_video
 
-from signbart.config import config_hash, to_dict
+from signbart.config import to_dict, trial_id
 from signbart.data import open_dataset
 from signbart.errors import DatasetError
 from signbart.extract import extract_video, make_holistic
 from signbart.outlock import OutputLock
 from signbart.results import write_rows
-from signbart.sweep import Grid, load_spec, trial_name
+from signbart.sweep import Grid, load_spec, sweep_hash
 
 PY = sys.executable
 
@@ -330,7 +330,7 @@ def test_resume_never_unpickles_tune_state_without_trust_storage(tmp_path, synth
     base = yaml.safe_load((REPO / "configs/arabic-asl-65kpts.yaml").read_text())
     variant = tmp_path / "tiny.yaml"
     variant.write_text(yaml.safe_dump({**base, "name": "tiny",
-                                       "model": {**base["model"], **TINY_MODEL}}))
+                                       "model": TINY_MODEL}))
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump({
         "name": "t", "data": str(synth_dataset), "holdouts": ["user01", "user02"],
@@ -339,11 +339,11 @@ def test_resume_never_unpickles_tune_state_without_trust_storage(tmp_path, synth
     storage = tmp_path / "storage"
     # a sweep whose every cell is finished, and whose Tune state someone replaced
     for t in Grid.of(spec).trials():
-        write_rows([{"sweep": "t", "trial_id": trial_name(t), "holdout": t["holdout"],
+        write_rows([{"sweep": "t", "trial_id": trial_id(**t), "holdout": t["holdout"],
                      "seed": t["seed"], "variant": "tiny", "quant": "fp32", "top1": 0.5}],
-                   str(storage / "t" / "results" / f"{trial_name(t)}.parquet"))
-    (storage / "t" / "sweep.json").write_text(json.dumps({"hash": config_hash(to_dict(spec)),
-                                                          "spec": to_dict(spec)}))
+                   str(storage / "t" / "results" / f"{trial_id(**t)}.parquet"))
+    (storage / "t" / "sweep.json").write_text(json.dumps({
+        "hash": sweep_hash(spec, Grid.of(spec).experiments(spec)), "spec": to_dict(spec)}))
     marker = tmp_path / "pwned"
     (storage / "t" / "tuner.pkl").write_bytes(pickle.dumps(Poison(marker)))
     p = signbart("sweep", spec_path, "--resume", "--storage", storage, timeout=600)

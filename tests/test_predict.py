@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import subprocess
 import sys
@@ -7,7 +8,7 @@ from conftest import REPO, shared_path
 from test_train import VARIANT
 from videos import photo_video
 
-from signbart.config import to_dict
+from signbart.config import TrainConfig, build_experiment
 from signbart.errors import UserError
 from signbart.predict import predict_videos
 from signbart.tflite import ModelCard
@@ -19,10 +20,10 @@ VIDEO = shared_path("mlr511", "user03", "G01", "R01.mp4")
 @pytest.fixture(scope="module")
 def exported(synth_dataset_90, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    variant = {**to_dict(VARIANT), "layout": "holistic-90"}
-    run_trial({"data": str(synth_dataset_90), "variant": variant, "holdout": "user01",
-               "quant": ["ptq"], "out_dir": str(out), "baseline": False,
-               "train": {"epochs": 1, "val_signers": 0}})
+    variant = dataclasses.replace(VARIANT, layout="holistic-90")
+    run_trial(build_experiment(str(synth_dataset_90), variant, "user01", quant=["ptq"],
+                               baseline=False, train=TrainConfig(epochs=1, n_val_signers=0)),
+              out)
     return out / "model_ptq_int8.tflite"
 
 

@@ -19,7 +19,7 @@ from signbart import report
 from signbart.errors import UserError
 from signbart.results import write_rows
 
-SETTING = "flip=true, prob=0.4"  # the name summarize gives ON next to OFF
+SETTING = "reference"  # the ablation arm of sweep s1 (augmentation ON); s2 is "none"
 ON = {"prob": 0.4, "flip": True, "hand_drop": 0.0}
 OFF = {"prob": 0.0, "flip": False, "hand_drop": 0.0}
 OLD, NEW = (dt.datetime(2024, 1, d, tzinfo=dt.UTC) for d in (1, 2))
@@ -28,12 +28,13 @@ CONF = {("A", 0): [[4, 1], [0, 5]], ("A", 1): [[3, 2], [1, 4]], ("B", 0): [[2, 3
 CONF_B1_REVERSED = [[1, 4], [0, 5]]  # labels (c1, c0): equals [[5, 0], [4, 1]] in (c0, c1)
 
 
-def row(sweep, holdout, seed, quant, top1, kind="signbart", augment=ON, **kw):
+def row(sweep, holdout, seed, quant, top1, kind="signbart", augment=ON, ablation=SETTING, **kw):
     metric = {"top1": top1, "top5": None, "macro_f1": None} if top1 is None else {
         "top1": top1, "top5": top1 + 0.1, "macro_f1": top1 - 0.1}
     fields = {"sweep": sweep, "trial_id": f"{sweep}-{holdout}{seed}", "holdout": holdout,
               "seed": seed, "variant": "v", "quant": quant, "model_kind": kind, **metric,
-              "augment": json.dumps(augment), "git_sha": "abc123", "n_test": 10,
+              "augment": json.dumps(augment), "ablation": ablation, "git_sha": "abc123",
+              "n_test": 10,
               "model_bytes": {"fp32": 4_000_000, "ptq": 1_000_000}.get(quant, 900_000),
               "params": 1_000_000, "flops": 2_000_000_000, "latency_ms_p50": 3.0}
     fields.update(kw)
@@ -70,7 +71,8 @@ def write_storage(root: Path) -> Path:
     # a retried trial: an older, worse row of the same cell must be listed, not used
     write_rows([row("s1", "A", 0, "ptq", 0.2, trial_id="s1-A0-old", created_at=OLD)],
                str(res / "A0-old.parquet"))
-    write_rows([row("s2", h, s, "fp32", NO_AUGMENT[h, s], augment=OFF) for h, s in CELLS],
+    write_rows([row("s2", h, s, "fp32", NO_AUGMENT[h, s], augment=OFF, ablation="none")
+                for h, s in CELLS],
                str(root / "s2" / "results" / "all.parquet"))
     return root
 
@@ -125,7 +127,7 @@ def test_bad_inputs_name_the_path(tmp_path):
         report.build_report([str(tmp_path)], str(tmp_path / "out"), formats=("pdf",))
 
 
-def test_augment_settings_are_named(summary):
+def test_augment_settings_are_the_rows_ablation_arms(summary):
     assert set(summary.rows.augment_setting) == {SETTING, "none"}
 
 
@@ -269,12 +271,12 @@ def test_paired_comparisons_give_bootstrap_interval_and_wilcoxon(summary):
     from scipy import stats
 
     p = summary.paired
-    ptq = one(p, quant="ptq", versus="fp32 [flip=true, prob=0.4]")
+    ptq = one(p, quant="ptq", versus=f"fp32 [{SETTING}]")
     assert (ptq.n_pairs, ptq.delta_mean) == (3, pytest.approx(np.mean([-0.1, 0.0, -0.1])))
     assert -0.1 - 1e-9 <= ptq.ci_low <= ptq.delta_mean <= ptq.ci_high <= 0.0 + 1e-9
     assert ptq.wilcoxon_p == pytest.approx(stats.wilcoxon([-0.1, 0.0, -0.1]).pvalue)
     base = one(p, model_kind="signbart", quant="fp32", augment_setting=SETTING)
-    assert base.versus == "fp32 baseline [flip=true, prob=0.4]"
+    assert base.versus == f"fp32 baseline [{SETTING}]"
     assert (base.n_pairs, base.delta_mean) == (4, pytest.approx(0.15))
     assert base.ci_low >= 0.1 - 1e-9 and base.ci_high <= 0.3 + 1e-9  # excludes zero...
     assert base.wilcoxon_p == pytest.approx(0.125)  # ...but 4 pairs cannot reach p < 0.05
@@ -329,7 +331,7 @@ def variant_rows(sweep: str) -> list[dict]:
         variant = to_dict(load_variant(root / f"{name}.yaml"))
         for h, t in zip("ABC", top1):
             for quant, scale, drop in (("fp32", 4, 0.0), ("ptq", 1, 0.01)):
-                out.append(row(sweep, h, 0, quant, t - drop, variant=name,
+                out.append(row(sweep, h, 0, quant, t - drop, variant=name, ablation=None,
                                model_bytes=int(size * scale), latency_ms_p50=ms * scale / 2,
                                config=json.dumps({"variant": variant})))
     return out

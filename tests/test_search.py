@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from signbart.config import variant_from_dict
+from signbart.config import apply_settings, variant_from_dict
 from signbart.data import Dataset
 from signbart.errors import ConfigError
 from signbart.results import read_rows
-from signbart.search import SearchSpec, apply, choose, search_trial
+from signbart.search import SearchSpec, choose, search_trial
 from signbart.sweep import Grid, load_spec, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,14 +26,14 @@ TINY = {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attent
 def tiny_variant(tmp_path_factory) -> Path:
     base = yaml.safe_load((REPO / "configs/arabic-asl-65kpts.yaml").read_text())
     path = tmp_path_factory.mktemp("v") / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**base, "name": "tiny", "model": {**base["model"], **TINY}}))
+    path.write_text(yaml.safe_dump({**base, "name": "tiny", "model": TINY}))
     return path
 
 
 def _spec(tmp_path, data, variant, **over) -> Path:
     fields = {"name": "s", "data": str(data), "holdouts": ["user01"], "seeds": [3],
               "variants": [str(variant)], "quant": ["fp32"], "baseline": False, "retries": 0,
-              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "val_signers": 1},
+              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "n_val_signers": 1},
               "search": {"num_samples": 1,
                          "space": {"train.lr": {"grid": [1.0e-3, 3.0e-3]}}}, **over}
     path = tmp_path / "s.yaml"
@@ -61,16 +61,17 @@ def test_search_spec_errors_name_the_file_and_field(tmp_path, synth_dataset, tin
         with pytest.raises(ConfigError, match=message):
             Grid.of(spec)
     spec = load_spec(_spec(tmp_path, synth_dataset, tiny_variant,
-                           train={"epochs": 2, "val_signers": 0}))
-    with pytest.raises(ConfigError, match="search needs train.val_signers >= 1"):
+                           train={"epochs": 2, "n_val_signers": 0}))
+    with pytest.raises(ConfigError, match="search needs train.n_val_signers >= 1"):
         Grid.of(spec)
 
 
 def test_apply_sets_dotted_settings_without_touching_its_inputs():
     train, qat = {"lr": 1e-4, "augment": {"prob": 0.4}}, {"epochs": 2}
     variant = {"name": "v", "model": {"dropout": 0.3}}
-    t, q, v = apply({"train.lr": np.float64(2e-3), "train.augment.hand_drop": 0.5,
-                     "qat.epochs": np.int64(4), "model.dropout": 0.1}, train, qat, variant)
+    t, q, v = apply_settings({"train.lr": np.float64(2e-3), "train.augment.hand_drop": 0.5,
+                              "qat.epochs": np.int64(4), "model.dropout": 0.1}, train, qat,
+                             variant)
     assert t == {"lr": 2e-3, "augment": {"prob": 0.4, "hand_drop": 0.5}}
     assert type(t["lr"]) is float and q == {"epochs": 4} and type(q["epochs"]) is int
     assert v == {"name": "v", "model": {"dropout": 0.1}}
@@ -104,7 +105,7 @@ def test_search_trial_scores_on_inner_signers_and_never_reads_the_holdout(
     reports = []
     config = {"data": str(synth_dataset), "holdout": "user02", "seed": 5, "threads": 1,
               "variant": yaml.safe_load(tiny_variant.read_text()),
-              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "val_signers": 1},
+              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "n_val_signers": 1},
               "qat": {}, "params": {"train.lr": 2e-3}}
     best = search_trial(config, reports.append)
     assert [r["epoch"] for r in reports] == [1, 2]
@@ -118,7 +119,7 @@ def test_search_rotation_scores_the_mean_over_disjoint_inner_signers(synth_datas
     reports = []
     config = {"data": str(synth_dataset), "holdout": "user02", "seed": 5, "threads": 1,
               "variant": yaml.safe_load(tiny_variant.read_text()), "rotations": 2,
-              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "val_signers": 1,
+              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "n_val_signers": 1,
                         "refit": True},
               "qat": {}, "params": {"train.lr": 2e-3}}
     score = search_trial(config, reports.append)

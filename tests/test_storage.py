@@ -43,10 +43,10 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
 
 
 def test_exists_remove_read_json_and_rows_uri(tmp_path):
-    results = f"file://{tmp_path}/results"
-    uri = storage.rows_uri(results, "user01-s42-v")
-    assert uri == f"file://{tmp_path}/results/user01-s42-v.parquet"
-    assert storage.rows_uri(results, "t", failed=True).endswith("/results/t.failed.parquet")
+    sweep = f"file://{tmp_path}/sweep"
+    uri = storage.rows_uri(sweep, "user01-s42-v")
+    assert uri == f"file://{tmp_path}/sweep/results/user01-s42-v.parquet"
+    assert storage.rows_uri(sweep, "t", failed=True) == f"{sweep}/results/t.failed.parquet"
     assert not storage.exists(uri) and storage.read_json(uri) is None
     storage.write_bytes(uri, b"not json")
     assert storage.exists(uri) and storage.read_json(uri) is None

@@ -20,9 +20,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from signbart.config import trial_id
 from signbart.errors import ConfigError, DatasetError
 from signbart.results import read_rows
-from signbart.sweep import Grid, experiment_config, load_spec, run_sweep, trial_name
+from signbart.sweep import Grid, load_spec, run_sweep, sweep_hash
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -37,7 +38,7 @@ def variants(tmp_path_factory) -> dict[str, Path]:
     """A tiny 65-keypoint variant, and one that parses but cannot train on 10 classes."""
     d = tmp_path_factory.mktemp("variants")
     base = yaml.safe_load((REPO / "configs/arabic-asl-65kpts.yaml").read_text())
-    tiny = {**base, "name": "tiny", "model": {**base["model"], **TINY_MODEL}}
+    tiny = {**base, "name": "tiny", "model": TINY_MODEL}
     bad = {**tiny, "name": "bad", "num_labels": 5}   # the dataset has 10 classes
     for v in (tiny, bad):
         (d / f"{v['name']}.yaml").write_text(yaml.safe_dump(v))
@@ -99,22 +100,36 @@ def test_grid_names_paths_smoke_and_ablation(tmp_path, synth_dataset, variants, 
         smoke={"seeds": [7], "holdouts": ["user03"], "train": {"epochs": 1}})))
     assert spec.variants == (str(tmp_path / "v" / "tiny.yaml"),)
     grid = Grid.of(spec)
-    names = [trial_name(t) for t in grid.trials()]
+    names = [trial_id(**t) for t in grid.trials()]
     assert len(names) == 4 * 2 * 1 * 2 == len(set(names))
-    assert "user03-s2-tiny-drop" in names
-    config = {**grid.trials()[names.index("user03-s2-tiny-drop")], "sweep": spec.name,
-              "data": spec.data, "quant": list(spec.quant), "train": {"augment": {"prob": 0.4}},
-              "qat": {}, "baseline": False, "threads": 1, "variants": grid.variants,
-              "ablations": grid.ablations}
-    exp = experiment_config(config, "/x")
-    assert exp["train"]["augment"] == {"prob": 0.4, "hand_drop": 0.3}
-    assert exp["variant"] == spec.variants[0] and exp["trial_id"] == "user03-s2-tiny-drop"
+    exps = grid.experiments(spec)
+    assert [e.name for e in exps] == names and "user03-s2-tiny-drop" in names
+    exp = exps[names.index("user03-s2-tiny-drop")]
+    assert (exp.ablation, exp.train.augment.hand_drop, exp.train.augment.prob) == ("drop", 0.3, 0.4)
+    assert exp.variant == grid.variants["tiny"] and exp.variant.model["d_model"] == 16
+    assert (exp.sweep, exp.quant, exp.threads, exp.baseline) == ("t", ("fp32", "ptq"), 1, False)
 
     smoke = load_spec(tmp_path / "s.yaml", smoke=True)
     assert (smoke.name, smoke.seeds, smoke.holdouts) == ("t-smoke", (7,), ("user03",))
     assert smoke.train.epochs == 1 and smoke.train.batch_size == 8   # merged, not replaced
-    assert [trial_name(t) for t in Grid.of(smoke).trials()] == ["user03-s7-tiny-off",
+    assert [trial_id(**t) for t in Grid.of(smoke).trials()] == ["user03-s7-tiny-off",
                                                                 "user03-s7-tiny-drop"]
+
+
+def test_resume_hash_covers_the_resolved_variant_not_its_path(tmp_path, synth_dataset, variants):
+    shutil.copy(variants["tiny"], tmp_path / "tiny.yaml")
+    path = write_spec(tmp_path / "s.yaml", **spec_fields(synth_dataset, [tmp_path / "tiny.yaml"]))
+
+    def resolved_hash():
+        spec = load_spec(path)
+        return sweep_hash(spec, Grid.of(spec).experiments(spec))
+
+    before = resolved_hash()
+    assert resolved_hash() == before                     # the same files, the same sweep
+    edited = yaml.safe_load((tmp_path / "tiny.yaml").read_text())
+    edited["model"]["dropout"] = 0.1                     # same path, other contents
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(edited))
+    assert resolved_hash() != before
 
 
 def test_every_sweep_file_loads(tmp_path, monkeypatch):
@@ -354,6 +369,55 @@ def test_uri_storage_uploads_models_and_resumes(tmp_path, synth_dataset, variant
     assert (again.cells_ok, again.skipped) == (2, 1)
     attempts = json.loads((tmp_path / "store/uri/results/user01-s1-tiny.node.json").read_text())
     assert len(attempts) == 1
+
+
+@pytest.mark.slow
+def test_a_trial_worker_opens_no_yaml_file(tmp_path, synth_dataset, variants):
+    """The driver resolves the spec and variant files; they are then deleted and the trial
+    still runs, because Tune hands the worker the experiment as data, never a path."""
+    from signbart import sweep
+    from signbart.raycluster import connect
+
+    shutil.copy(variants["tiny"], tmp_path / "tiny.yaml")
+    path = write_spec(tmp_path / "s.yaml", **spec_fields(
+        synth_dataset, [tmp_path / "tiny.yaml"], name="noyaml", holdouts=["user01"], seeds=[1],
+        train={"epochs": 1, "batch_size": 8}))
+    spec = load_spec(path)
+    experiments = Grid.of(spec).experiments(spec)
+    path.unlink()
+    (tmp_path / "tiny.yaml").unlink()
+    started = connect("local", env=sweep.WORKER_ENV)
+    try:
+        results = sweep._tuner(spec, experiments, str(tmp_path / "store"), False, None).fit()
+    finally:
+        if started:
+            import ray
+            ray.shutdown()
+    assert [r.error for r in results] == [None]
+    [row] = read_rows([str(tmp_path / "store/noyaml/results/user01-s1-tiny.parquet")]).to_pylist()
+    assert row["status"] == "ok" and row["top1"] is not None
+    assert json.loads(row["config"]) == experiments[0].to_dict()
+
+
+@pytest.mark.slow
+def test_train_runs_one_cell_of_a_spec_as_the_sweep_resolves_it(tmp_path, synth_dataset,
+                                                                 variants):
+    path = write_spec(tmp_path / "s.yaml", **spec_fields(
+        synth_dataset, [variants["tiny"]], name="one", train={"epochs": 1, "batch_size": 8},
+        ablation={"off": {"prob": 0.0}, "drop": {"hand_drop": 0.3}}))
+    argv = [PY, "-m", "signbart.cli", "train", "--spec", str(path), "--holdout", "user02",
+            "--seed", "2", "--out", str(tmp_path / "run")]
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, check=False)
+    assert p.returncode == 2 and "one: ablation '' is not in the spec (known: 'off', 'drop')" \
+        in p.stderr
+    p = subprocess.run(argv + ["--ablation", "drop"], capture_output=True, text=True, cwd=REPO,
+                       check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    [row] = read_rows([str(tmp_path / "run/results.parquet")]).to_pylist()
+    spec = load_spec(path)
+    [exp] = [e for e in Grid.of(spec).experiments(spec) if e.name == "user02-s2-tiny-drop"]
+    assert (row["trial_id"], row["ablation"], row["status"]) == (exp.name, "drop", "ok")
+    assert json.loads(row["config"]) == exp.to_dict()     # the very experiment the sweep runs
 
 
 @pytest.mark.slow

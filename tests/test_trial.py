@@ -4,31 +4,49 @@ from pathlib import Path
 import pytest
 from test_train import VARIANT
 
-from signbart.config import to_dict
+from signbart.config import (
+    ExperimentConfig,
+    QATConfig,
+    TrainConfig,
+    build_experiment,
+    load_variant,
+)
 from signbart.errors import ConfigError
-from signbart.trial import ExperimentConfig, run_trial
+from signbart.tflite import ModelCard
+from signbart.trial import run_trial
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_experiment_config_validates_quant_and_loads_variant_files():
-    root = Path(__file__).resolve().parents[1]
-    cfg = ExperimentConfig.parse({"data": "d", "variant": str(root / "configs/arabic-asl-42kpts-hands.yaml"),
-                                  "quant": ["fp32", "qat"]})
-    assert cfg.variant.name == "arabic-asl-42kpts-hands" and cfg.quant == ("fp32", "qat")
-    assert cfg.name == "none-s42-arabic-asl-42kpts-hands"
+def test_experiment_is_built_once_and_parsed_as_data():
+    variant = load_variant(ROOT / "configs/arabic-asl-42kpts-hands.yaml")
+    cfg = build_experiment("d", variant, "user01", quant=["fp32", "qat"],
+                           search={"params": {"train.lr": 1e-3, "model.dropout": 0.1}},
+                           ablation="drop", augment={"hand_drop": 0.3},
+                           settings={"train.lr": 2e-3, "qat.epochs": 3})
+    assert cfg.name == "user01-s42-arabic-asl-42kpts-hands-drop" and cfg.quant == ("fp32", "qat")
+    assert (cfg.train.lr, cfg.qat.epochs, cfg.variant.model["dropout"]) == (2e-3, 3, 0.1)
+    assert cfg.train.augment.hand_drop == 0.3 and cfg.train.augment.prob == 0.4
+    assert ExperimentConfig.parse(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match=r"trial config\.variant: expected a mapping"):
+        ExperimentConfig.parse({**cfg.to_dict(), "variant": "configs/arabic-asl-65kpts.yaml"})
     with pytest.raises(ConfigError, match="quant: 'fp16' is not one of"):
-        ExperimentConfig.parse({"data": "d", "variant": to_dict(VARIANT), "quant": ["fp16"]})
-    with pytest.raises(ConfigError, match=r"trial config.train.epochs: expected an integer"):
-        ExperimentConfig.parse({"data": "d", "variant": to_dict(VARIANT), "train": {"epochs": 1.5}})
+        build_experiment("d", VARIANT, "u", quant=["fp16"])
+    with pytest.raises(ConfigError, match=r"signbart train\.train\.epochs: expected an integer"):
+        build_experiment("d", VARIANT, "u", settings={"train.epochs": 1.5},
+                         where="signbart train")
+    with pytest.raises(ConfigError, match="holdout: expected train.<field>"):
+        build_experiment("d", VARIANT, "u", settings={"holdout": "x"})
 
 
 @pytest.mark.slow
 def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dataset, tmp_path):
     epochs_seen = []
-    rows = run_trial({"data": str(synth_dataset), "variant": to_dict(VARIANT), "holdout": "user03",
-                      "seed": 1, "quant": ["fp32", "ptq", "qat"], "out_dir": str(tmp_path),
-                      "sweep": "t", "train": {"epochs": 3, "batch_size": 8},
-                      "qat": {"epochs": 1, "batch_size": 8}},
-                     report=lambda m: epochs_seen.append(m["epoch"]))
+    cfg = build_experiment(str(synth_dataset), VARIANT, "user03", seed=1,
+                           quant=["fp32", "ptq", "qat"], sweep="t",
+                           train=TrainConfig(epochs=3, batch_size=8),
+                           qat=QATConfig(epochs=1, batch_size=8))
+    rows = run_trial(cfg, tmp_path, report=lambda m: epochs_seen.append(m["epoch"]))
     assert epochs_seen == [1, 2, 3]       # FP32 trained exactly once, epochs reported live
     kinds = [(r["model_kind"], r["quant"], r["status"]) for r in rows]
     assert kinds == [("signbart", "fp32", "ok"), ("signbart", "ptq", "ok"),
@@ -36,14 +54,19 @@ def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dat
     fp32, ptq, qat, base = rows
     assert fp32["fp32_model_path"] == ptq["fp32_model_path"] == qat["fp32_model_path"]
     assert ptq["model_bytes"] < fp32["model_bytes"]   # the 35 % bound is tested at full size
+    assert [Path(r["model_path"]).name for r in rows[:3]] == [
+        "model_fp32.tflite", "model_ptq_int8.tflite", "model_qat_int8.tflite"]
     for r in (fp32, ptq, qat):
         assert r["n_test"] == 30 and r["holdout"] == "user03" and "user03" not in r["val_signers"]
         assert 0.0 <= r["top1"] <= r["top5"] <= 1.0
         assert len(r["confusion"]) == 10 and sum(map(sum, r["confusion"])) == 30
         assert r["params"] > 0 and r["flops"] > 0 and r["latency_ms_p50"] > 0
-        sidecar = json.loads(Path(r["model_path"]).with_suffix(".json").read_text())
-        assert sidecar["labels"] == r["labels"] and sidecar["quant"] == r["quant"]
-    assert json.loads(fp32["config"])["holdout"] == "user03" and fp32["config_hash"]
+        assert r["epochs_run"] == 3 and 1 <= r["best_epoch"] <= 3     # FP32's, on every row
+        card, _ = ModelCard.read(r["model_path"])
+        assert list(card.labels) == r["labels"] and card.quant == r["quant"] and card.synthetic
+        assert card.config_hash == r["config_hash"]
+    assert qat["qat_epochs"] == 1 and fp32["qat_epochs"] is None
+    assert json.loads(fp32["config"]) == cfg.to_dict() and fp32["ablation"] is None
     assert base["params"] > 0 and base["top1"] is not None
     assert all(r["synthetic"] is True for r in rows)   # dataset.json of synth data says so
 
@@ -51,12 +74,11 @@ def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dat
 @pytest.mark.slow
 def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     reports = []
-    rows = run_trial({"data": str(synth_dataset), "variant": to_dict(VARIANT), "holdout": "user03",
-                      "seed": 1, "quant": ["fp32", "ptq"], "out_dir": str(tmp_path), "sweep": "t",
-                      "ensemble": True,
-                      "train": {"epochs": 4, "batch_size": 8, "val_signers": 1, "refit": True,
-                                "schedule": "cosine", "warmup_epochs": 1}},
-                     report=reports.append)
+    cfg = build_experiment(str(synth_dataset), VARIANT, "user03", seed=1, quant=["fp32", "ptq"],
+                           sweep="t", ensemble=True,
+                           train=TrainConfig(epochs=4, batch_size=8, n_val_signers=1, refit=True,
+                                             schedule="cosine", warmup_epochs=1))
+    rows = run_trial(cfg, tmp_path, report=reports.append)
     kinds = [(r["model_kind"], r["quant"], r["status"]) for r in rows]
     assert kinds == [("signbart", "fp32", "ok"), ("signbart", "ptq", "ok"),
                      ("ensemble", "fp32", "ok"), ("ensemble", "ptq", "ok"),
