@@ -20,6 +20,7 @@ from signbart.errors import UserError
 from signbart.results import write_rows
 
 SETTING = "reference"  # the ablation arm of sweep s1 (augmentation ON); s2 is "none"
+ARMS = {"s1": SETTING, "s2": "none"}  # the ablation arm each sweep's rows carry
 ON = {"prob": 0.4, "flip": True, "hand_drop": 0.0}
 OFF = {"prob": 0.0, "flip": False, "hand_drop": 0.0}
 OLD, NEW = (dt.datetime(2024, 1, d, tzinfo=dt.UTC) for d in (1, 2))
@@ -28,12 +29,12 @@ CONF = {("A", 0): [[4, 1], [0, 5]], ("A", 1): [[3, 2], [1, 4]], ("B", 0): [[2, 3
 CONF_B1_REVERSED = [[1, 4], [0, 5]]  # labels (c1, c0): equals [[5, 0], [4, 1]] in (c0, c1)
 
 
-def row(sweep, holdout, seed, quant, top1, kind="signbart", augment=ON, ablation=SETTING, **kw):
+def row(sweep, holdout, seed, quant, top1, kind="signbart", augment=ON, **kw):
     metric = {"top1": top1, "top5": None, "macro_f1": None} if top1 is None else {
         "top1": top1, "top5": top1 + 0.1, "macro_f1": top1 - 0.1}
     fields = {"sweep": sweep, "trial_id": f"{sweep}-{holdout}{seed}", "holdout": holdout,
               "seed": seed, "variant": "v", "quant": quant, "model_kind": kind, **metric,
-              "augment": json.dumps(augment), "ablation": ablation, "git_sha": "abc123",
+              "augment": json.dumps(augment), "ablation": ARMS.get(sweep), "git_sha": "abc123",
               "n_test": 10,
               "model_bytes": {"fp32": 4_000_000, "ptq": 1_000_000}.get(quant, 900_000),
               "params": 1_000_000, "flops": 2_000_000_000, "latency_ms_p50": 3.0}
@@ -71,7 +72,7 @@ def write_storage(root: Path) -> Path:
     # a retried trial: an older, worse row of the same cell must be listed, not used
     write_rows([row("s1", "A", 0, "ptq", 0.2, trial_id="s1-A0-old", created_at=OLD)],
                str(res / "A0-old.parquet"))
-    write_rows([row("s2", h, s, "fp32", NO_AUGMENT[h, s], augment=OFF, ablation="none")
+    write_rows([row("s2", h, s, "fp32", NO_AUGMENT[h, s], augment=OFF)
                 for h, s in CELLS],
                str(root / "s2" / "results" / "all.parquet"))
     return root
@@ -331,7 +332,7 @@ def variant_rows(sweep: str) -> list[dict]:
         variant = to_dict(load_variant(root / f"{name}.yaml"))
         for h, t in zip("ABC", top1):
             for quant, scale, drop in (("fp32", 4, 0.0), ("ptq", 1, 0.01)):
-                out.append(row(sweep, h, 0, quant, t - drop, variant=name, ablation=None,
+                out.append(row(sweep, h, 0, quant, t - drop, variant=name,
                                model_bytes=int(size * scale), latency_ms_p50=ms * scale / 2,
                                config=json.dumps({"variant": variant})))
     return out
