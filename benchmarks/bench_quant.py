@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import parser, write
 
 from signbart import tflite
-from signbart.config import ModelConfig, QATConfig
+from signbart.config import MAX_FRAMES, ModelConfig, QATConfig
 from signbart.model import build_model, count_params
 from signbart.quantize import (
     apply_qat,
@@ -30,7 +30,7 @@ from signbart.quantize import (
 )
 from signbart.tfkeras import seed_everything
 
-FRAMES = 64
+FRAMES = MAX_FRAMES
 
 
 def representative(cfg: ModelConfig, n: int = 32):

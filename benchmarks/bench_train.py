@@ -29,7 +29,7 @@ from common import parser, write
 
 from signbart import tflite
 from signbart.augment import make_augment
-from signbart.config import AugmentConfig, load_variant
+from signbart.config import MAX_FRAMES, AugmentConfig, load_variant
 from signbart.data import open_dataset
 from signbart.model import build_model
 from signbart.preprocess import Selection, prepare
@@ -45,15 +45,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def naive_dataset(ds, indices, selection, batch_size):
     def load(i):
         kp = reference_loop([ds.keypoints(int(i))], selection)[0].astype(np.float32)
-        x = np.zeros((64,) + kp.shape[1:], np.float32)
+        x = np.zeros((MAX_FRAMES,) + kp.shape[1:], np.float32)
         x[:len(kp)] = kp
-        mask = (np.arange(64) < len(kp)).astype(np.float32)
+        mask = (np.arange(MAX_FRAMES) < len(kp)).astype(np.float32)
         return x, mask, np.int32(ds.label_ids[int(i)])
 
     def wrap(i):
         x, m, y = tf.py_function(load, [i], [tf.float32, tf.float32, tf.int32])
-        x.set_shape((64, len(selection.indices), 2))
-        m.set_shape((64,))
+        x.set_shape((MAX_FRAMES, len(selection.indices), 2))
+        m.set_shape((MAX_FRAMES,))
         y.set_shape(())
         return {"keypoints": x, "attention_mask": m}, y
 
