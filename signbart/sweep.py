@@ -341,12 +341,14 @@ def _live(last: dict):
     return report
 
 
-class _Trial(wrap_function(_trainable)):
-    """The trial actor, named in the dashboard by its trial id (``repr`` is the actor's name
-    in Ray's state API; Tune's default is the function's name for every trial)."""
-
-    def __repr__(self):
-        return self.trial_name
+def _named(trainable):
+    """``trainable`` as Tune's actor class, named in the dashboard by its trial id (``repr``
+    is an actor's name in Ray's state API; Tune's default is the function's name)."""
+    class Trial(wrap_function(trainable)):
+        def __repr__(self):
+            return self.trial_name
+    Trial.__name__ = Trial.__qualname__ = trainable.__name__   # Tune registers it by name
+    return Trial
 
 
 def _row_metrics(rows: list[dict]) -> dict:
@@ -494,8 +496,8 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
 
     search = spec.search
     path = join(storage, spec.name)
-    trainable = tune.with_resources(_search_trainable, {"cpu": spec.resources.cpu,
-                                                        "gpu": spec.resources.gpu})
+    trainable = tune.with_resources(_named(_search_trainable), {"cpu": spec.resources.cpu,
+                                                                "gpu": spec.resources.gpu})
     dataset = open_dataset(spec.data)
     seed = spec.seeds[0]
     chosen = {}
@@ -548,8 +550,8 @@ def _tuner(spec: SweepSpec, experiments: list[ExperimentConfig], storage: str, r
     the storage put there, so it takes explicit trust. The fresh run loses nothing: finished
     cells are found by their result rows and skipped."""
     path = join(storage, spec.name)
-    trainable = tune.with_resources(_Trial, {"cpu": spec.resources.cpu,
-                                             "gpu": spec.resources.gpu})
+    trainable = tune.with_resources(_named(_trainable), {"cpu": spec.resources.cpu,
+                                                         "gpu": spec.resources.gpu})
     spec_hash = sweep_hash(spec, experiments)
     previous = read_json(join(path, "sweep.json")) or {}
     if previous.get("hash") not in (None, spec_hash):
