@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                        **fmt)
     s.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
     s.add_argument("--address", help=ADDRESS_HELP)
-    s.add_argument("--storage", help="results storage path or URI (s3://...); default: ./ray_results")
+    s.add_argument("--storage",
+                   help="results storage path or URI (s3://...); default: ./ray_results")
     s.add_argument("--data", help="dataset directory instead of the spec's `data:` (e.g. an "
                    "absolute path for a Ray job)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")

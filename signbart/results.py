@@ -58,7 +58,7 @@ SCHEMA = pa.schema([
     ("ensemble_weight", pa.float64()), # SignBART's share in an ensemble row (inner-fitted)
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
-    ("git_sha", pa.string()),          # SIGNBART_GIT_SHA (cluster nodes have no .git), else git
+    ("git_sha", pa.string()),          # SIGNBART_GIT_SHA if set (cluster.yaml), else git
     ("node_id", pa.string()),          # the Ray node the trial ran on (null outside a sweep)
     ("hostname", pa.string()),
     ("package_version", pa.string()),
