@@ -218,7 +218,7 @@ def test_autoscaler_launches_workers_for_a_sweep(tmp_path, synth_dataset):
     config["provider"]["gcs_address"] = address        # the provider's default is :6379
     (tmp_path / "fake.yaml").write_text(yaml.safe_dump(config))
     base = yaml.safe_load((REPO / "configs/arabic-asl-65kpts.yaml").read_text())
-    tiny = {**base, "name": "tiny", "model": {**base["model"], "d_model": 16,
+    tiny = {**base, "name": "tiny", "model": {**base.get("model", {}), "d_model": 16,
                                               "encoder_layers": 1, "decoder_layers": 1,
                                               "encoder_attention_heads": 2,
                                               "decoder_attention_heads": 2,
