@@ -439,16 +439,26 @@ def _describe(spec: SweepSpec, grid: Grid) -> str:
                                                   if grid.ablations else [])
     return (f"{' x '.join(axes)} = {n} trial(s) x {len(spec.quant)} quant mode(s) "
             f"({', '.join(spec.quant)}) = {n * len(spec.quant)} cells"
-            + (f" (+{n * (_cells_per_trial(spec) - len(spec.quant))} ensemble cells)"
-               if spec.ensemble else "")
+            + (f" (+{n * _ensemble_cells(spec)} ensemble cells)" if spec.ensemble else "")
+            + (f" (+{n} keep-best cells)" if _keepbest(spec) else "")
             + (f" (+{n} baseline rows)" if spec.baseline else "")
             + f"; {spec.resources.cpu:g} CPU/{spec.resources.gpu:g} GPU per trial, "
               f"{spec.retries} retries")
 
 
 def _cells_per_trial(spec: SweepSpec) -> int:
-    """SignBART's quant modes, plus the ensemble's float and dynamic-range files."""
-    return len(spec.quant) + (len({"fp32", "ptq"} & set(spec.quant)) if spec.ensemble else 0)
+    """SignBART's quant modes, the ensemble's files and the refit's keep-best checkpoint."""
+    return len(spec.quant) + _ensemble_cells(spec) + _keepbest(spec)
+
+
+def _ensemble_cells(spec: SweepSpec) -> int:
+    """The ensemble's float and dynamic-range files."""
+    return len({"fp32", "ptq"} & set(spec.quant)) if spec.ensemble else 0
+
+
+def _keepbest(spec: SweepSpec) -> int:
+    """1 when a refit with inner signers also scores the inner run's own checkpoint."""
+    return int(spec.train.refit and spec.train.n_val_signers > 0)
 
 
 def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=None
@@ -578,17 +588,25 @@ def _tuner(spec: SweepSpec, experiments: list[ExperimentConfig], storage: str, r
         run_config=tune.RunConfig(name=spec.name, storage_path=storage,
                                   failure_config=tune.FailureConfig(max_failures=spec.retries),
                                   **_output("epoch", "val_accuracy", "learning_rate",
-                                            "best_epoch", "top1_fp32")))
+                                            "best_epoch", "top1_fp32", params=AXES)))
 
 
-def _output(*metrics: str) -> dict:
-    """RunConfig's console settings: a table of ``metrics`` per trial (Tune's classic
-    reporter, the one whose columns can be chosen); trial configs and results only at -v."""
+# The grid's axes as the table's parameter columns, looked up inside each trial's experiment
+# (without them Tune would print the whole experiment dict, cut to 20 characters).
+AXES = {"experiment/holdout": "holdout", "experiment/seed": "seed",
+        "experiment/variant/name": "variant", "experiment/ablation": "ablation"}
+
+
+def _output(*metrics: str, params: dict | None = None) -> dict:
+    """RunConfig's console settings: a table of ``metrics`` (and ``params``) per trial (Tune's
+    classic reporter, the one whose columns can be chosen); trial configs and results only at
+    -v."""
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     verbose = logging.getLogger("signbart").isEnabledFor(logging.DEBUG)
     return {"verbose": 3 if verbose else 1,
             "progress_reporter": CLIReporter(
-                metric_columns={m: m.replace("_", " ") for m in metrics}, parameter_columns=[],
+                metric_columns={m: m.replace("_", " ") for m in metrics},
+                parameter_columns=params or [],
                 max_report_frequency=10 if verbose else 30)}
 
 

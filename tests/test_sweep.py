@@ -116,6 +116,29 @@ def test_grid_names_paths_smoke_and_ablation(tmp_path, synth_dataset, variants, 
                                                                 "user03-s7-tiny-drop"]
 
 
+def test_refit_and_ensemble_rows_are_counted_as_cells(tmp_path, synth_dataset, variants):
+    """A refit trial's keep-best row and the ensemble's rows are cells the summary expects."""
+    from signbart import sweep
+    from signbart.results import write_rows
+    from signbart.storage import rows_uri
+
+    spec = load_spec(write_spec(tmp_path / "s.yaml", **spec_fields(
+        synth_dataset, [variants["tiny"]], holdouts=["user01"], seeds=[1],
+        quant=["fp32", "ptq", "qat"], ensemble=True, baseline=True,
+        train={"epochs": 2, "refit": True})))
+    grid = Grid.of(spec)
+    kinds = [("signbart", q) for q in spec.quant] + [("ensemble", "fp32"), ("ensemble", "ptq"),
+                                                     ("signbart-keepbest", "fp32"),
+                                                     ("baseline", "fp32")]
+    write_rows([{"sweep": "t", "trial_id": "user01-s1-tiny", "holdout": "user01", "seed": 1,
+                 "variant": "tiny", "quant": q, "model_kind": k, "top1": 0.5} for k, q in kinds],
+               rows_uri(str(tmp_path / "t"), "user01-s1-tiny"))
+    summary = sweep._summarize(spec, grid, str(tmp_path / "t"), 0)
+    assert (summary.cells, summary.cells_ok, summary.cells_missing, summary.exit_code) == \
+        (6, 6, 0, 0)
+    assert "(+2 ensemble cells) (+1 keep-best cells) (+1 baseline rows)" in summary.grid
+
+
 def test_resume_hash_covers_the_resolved_variant_not_its_path(tmp_path, synth_dataset, variants):
     shutil.copy(variants["tiny"], tmp_path / "tiny.yaml")
     path = write_spec(tmp_path / "s.yaml", **spec_fields(synth_dataset, [tmp_path / "tiny.yaml"]))
