@@ -250,24 +250,30 @@ def _ensemble_weight(cfg, dataset, result) -> float:
 
 
 def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, test, out: Path) -> list[dict]:
-    """SignBART + baseline as one .tflite per float/dynamic-range mode, scored like SignBART."""
+    """SignBART + baseline as one .tflite per float/dynamic-range mode, scored like SignBART.
+    The share, the graph and its cost are the same for every mode: built once."""
     from signbart import ensemble, evaluate, quantize, tflite
     from signbart.model import count_params
 
-    result = trained.result
+    result, frames = trained.result, cfg.train.max_frames
+    quants = [q for q in cfg.quant if q in ("fp32", "ptq")]
+    try:
+        if isinstance(lin, Exception):
+            raise lin
+        weight = _ensemble_weight(cfg, dataset, result)
+        model = ensemble.build_ensemble(result.model, lin, weight)
+        params, flops = count_params(model), evaluate.count_flops(model, frames)
+    except Exception as err:
+        log.debug("%s", traceback.format_exc())
+        return [_failed(cfg, fold, dataset, q, err, model_kind="ensemble",
+                        model_path=str(out / f"ensemble_{q}.tflite")) for q in quants]
     rows = []
-    for quant in [q for q in cfg.quant if q in ("fp32", "ptq")]:
+    for quant in quants:
         path = out / f"ensemble_{quant}.tflite"
         try:
-            if isinstance(lin, Exception):
-                raise lin
-            weight = _ensemble_weight(cfg, dataset, result)
-            model = ensemble.build_ensemble(result.model, lin, weight)
-            frames = cfg.train.max_frames
             blob = (quantize.to_tflite(model, frames) if quant == "fp32"
                     else quantize.ptq_dynamic(model, frames))
             tflite.check(blob, result.train_data.x[:8], result.train_data.mask[:8])
-            params, flops = count_params(model), evaluate.count_flops(model, frames)
             tflite.ModelCard(**{**trained.card, "params": params, "flops": flops}, quant=quant,
                              tflite_sha256=tflite.sha256(blob), model_kind="ensemble",
                              ensemble_weight=weight).write(path, blob)
