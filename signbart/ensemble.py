@@ -79,13 +79,18 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
+def mix_logits(signbart_logits: np.ndarray, baseline_logits: np.ndarray,
+               weight: float) -> np.ndarray:
+    """The ensemble's log-probabilities, as its exported graph computes them."""
+    return log_softmax(weight * log_softmax(signbart_logits)
+                       + (1 - weight) * log_softmax(baseline_logits))
+
+
 def fit_weight(signbart_logits: np.ndarray, baseline_logits: np.ndarray, y: np.ndarray) -> float:
     """SignBART's share of the mix, on a 0.1 grid: highest inner accuracy, then lowest loss,
     then the weight nearest 0.5 (equal shares when the inner signers cannot tell)."""
-    a, b = log_softmax(signbart_logits), log_softmax(baseline_logits)
-
     def score(w):
-        mix = log_softmax(w * a + (1 - w) * b)
+        mix = mix_logits(signbart_logits, baseline_logits, w)
         return (float((mix.argmax(1) == y).mean()), float(mix[np.arange(len(y)), y].mean()),
                 -abs(w - 0.5))
 

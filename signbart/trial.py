@@ -151,10 +151,11 @@ def evaluate_exports(cfg: ExperimentConfig, dataset, fold, trained: Trained, out
         rows.append(_keepbest_row(cfg, dataset, fold, trained, test, out))
     lin = (_fit_baseline(cfg, dataset, trained.result.train_data)
            if cfg.baseline or cfg.ensemble else None)
+    inner = _inner_baseline(cfg, dataset, trained.result) if lin is not None else None
     if cfg.baseline:
-        rows.append(_baseline_row(cfg, dataset, fold, lin, test))
+        rows.append(_baseline_row(cfg, dataset, fold, lin, inner, trained.result.val_data, test))
     if cfg.ensemble:
-        rows.extend(_ensemble_rows(cfg, dataset, fold, trained, lin, test, out))
+        rows.extend(_ensemble_rows(cfg, dataset, fold, trained, lin, inner, test, out))
     return rows
 
 
@@ -223,33 +224,52 @@ def _fit_baseline(cfg, dataset, train_prep):
         return err
 
 
-def _baseline_row(cfg, dataset, fold, lin, test) -> dict:
+def _inner_baseline(cfg, dataset, result):
+    """The baseline as the inner run sees it: fit on the inner run's training signers, so its
+    inner-signer score is an inner-validation figure. None without inner signers."""
+    if result.inner_val_logits is None or not len(result.val_data):
+        return None
+    return _fit_baseline(cfg, dataset, result.inner_train_data)
+
+
+def _accuracy(logits, y) -> float:
+    return float((logits.argmax(1) == y).mean())
+
+
+def _baseline_row(cfg, dataset, fold, lin, inner, val, test) -> dict:
     from signbart import evaluate
 
     try:
-        if isinstance(lin, Exception):
-            raise lin
+        for fit in (lin, inner):
+            if isinstance(fit, Exception):
+                raise fit
         metrics = (evaluate.evaluate(lin.predict, test.x, test.mask, test.y,
                                      len(dataset.labels)) if len(test) else {})
-        return _row(cfg, fold, dataset, "fp32", model_kind="baseline",
-                    params=lin.params, train_seconds=lin.seconds, **metrics)
+        inner_acc = _accuracy(inner.predict(val.x, val.mask), val.y) if inner else None
+        return _row(cfg, fold, dataset, "fp32", model_kind="baseline", params=lin.params,
+                    train_seconds=lin.seconds, inner_val_accuracy=inner_acc, **metrics)
     except Exception as err:
         return _failed(cfg, fold, dataset, "fp32", err, model_kind="baseline")
 
 
-def _ensemble_weight(cfg, dataset, result) -> float:
-    """SignBART's share, fitted on the inner signers: the inner run's SignBART against a
-    baseline fit on the inner run's training signers. No inner signers: equal shares."""
-    from signbart import baseline, ensemble
+def _ensemble_weight(result, inner) -> tuple[float, float | None]:
+    """SignBART's share, fitted on the inner signers (the inner run's SignBART against the
+    inner baseline), and the mix's inner accuracy at that share. That accuracy is the score
+    the share was chosen on: one parameter on an 11-point grid, so it is optimistic by a
+    little. No inner signers: equal shares, no inner figure."""
+    from signbart import ensemble
 
+    if inner is None:
+        return 0.5, None
     val = result.val_data
-    if result.inner_val_logits is None or not len(val):
-        return 0.5
-    inner = baseline.fit(result.inner_train_data, len(dataset.labels), seed=cfg.seed)
-    return ensemble.fit_weight(result.inner_val_logits, inner.predict(val.x, val.mask), val.y)
+    base = inner.predict(val.x, val.mask)
+    weight = ensemble.fit_weight(result.inner_val_logits, base, val.y)
+    mix = ensemble.mix_logits(result.inner_val_logits, base, weight)
+    return weight, _accuracy(mix, val.y)
 
 
-def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, test, out: Path) -> list[dict]:
+def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: Path
+                   ) -> list[dict]:
     """SignBART + baseline as one .tflite per float/dynamic-range mode, scored like SignBART.
     The share, the graph and its cost are the same for every mode: built once."""
     from signbart import ensemble, evaluate, quantize, tflite
@@ -258,9 +278,10 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, test, out: Path) -
     result, frames = trained.result, cfg.train.max_frames
     quants = [q for q in cfg.quant if q in ("fp32", "ptq")]
     try:
-        if isinstance(lin, Exception):
-            raise lin
-        weight = _ensemble_weight(cfg, dataset, result)
+        for fit in (lin, inner):
+            if isinstance(fit, Exception):
+                raise fit
+        weight, inner_acc = _ensemble_weight(result, inner)
         model = ensemble.build_ensemble(result.model, lin, weight)
         params, flops = count_params(model), evaluate.count_flops(model, frames)
     except Exception as err:
@@ -282,8 +303,7 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, test, out: Path) -
                 params=params, flops=flops, ensemble_weight=weight,
                 train_seconds=result.train_seconds + lin.seconds,
                 epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-                inner_val_accuracy=result.inner_val_accuracy,
-                **_score(path, test, len(dataset.labels))))
+                inner_val_accuracy=inner_acc, **_score(path, test, len(dataset.labels))))
         except Exception as err:
             log.debug("%s", traceback.format_exc())
             rows.append(_failed(cfg, fold, dataset, quant, err, model_kind="ensemble",

@@ -94,5 +94,10 @@ def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     keep = rows[4]     # the inner run's own checkpoint, for the refit-vs-keep-best ablation
     assert keep["n_train"] == 60 and keep["epochs_run"] == best and keep["top1"] is not None
     assert 0.0 <= rows[0]["inner_val_accuracy"] <= 1.0
+    # every kind carries its own inner figure; the share is fitted on inner accuracy first, so
+    # the mix scores at least each member alone on the inner signers
+    inner_base = rows[5]["inner_val_accuracy"]
+    assert 0.0 <= inner_base <= 1.0 and rows[2]["inner_val_accuracy"] == rows[3]["inner_val_accuracy"]
+    assert ens["inner_val_accuracy"] >= max(inner_base, rows[0]["inner_val_accuracy"]) - 1e-6
     card = json.loads(Path(ens["model_path"]).with_suffix(".json").read_text())
     assert card["model_kind"] == "ensemble" and card["ensemble_weight"] == ens["ensemble_weight"]
