@@ -20,6 +20,7 @@ from signbart.results import make_row
 log = logging.getLogger(__name__)
 
 KEEPBEST = "signbart-keepbest"   # the inner run's checkpoint, reported beside a refit model
+ENSEMBLE_QUANTS = ("fp32", "ptq")  # the ensemble's float and dynamic-range files
 
 
 @dataclass
@@ -181,9 +182,21 @@ def run_trial(cfg: ExperimentConfig, out_dir, report=None) -> list[dict]:
     rows = [_failed(cfg, fold, dataset, quant, err, model_path=str(path), **trained.fields)
             for quant, (path, err) in errors.items()]
     rows += evaluate_exports(cfg, dataset, fold, trained, out, exported)
-    order = {q: i for i, q in enumerate(cfg.quant)}
-    kinds = {"signbart": 0, "ensemble": 1, KEEPBEST: 2, "baseline": 3}
-    return sorted(rows, key=lambda r: (kinds[r["model_kind"]], order.get(r["quant"], 0)))
+    order = {cell: i for i, cell in enumerate(expected_rows(cfg))}
+    return sorted(rows, key=lambda r: order[r["quant"], r["model_kind"]])
+
+
+def expected_rows(cfg: ExperimentConfig) -> list[tuple[str, str]]:
+    """The (quant, model_kind) rows ``run_trial`` writes for ``cfg``, in its order: the one
+    answer to how many cells a trial fills (the sweep's grid and its report ask here)."""
+    rows = [(q, "signbart") for q in cfg.quant]
+    if cfg.ensemble:
+        rows += [(q, "ensemble") for q in cfg.quant if q in ENSEMBLE_QUANTS]
+    if cfg.train.refit and cfg.train.n_val_signers > 0:
+        rows.append(("fp32", KEEPBEST))
+    if cfg.baseline:
+        rows.append(("fp32", "baseline"))
+    return rows
 
 
 def _score(path: Path, test, num_labels: int) -> dict:
@@ -276,7 +289,7 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
     from signbart.model import count_params
 
     result, frames = trained.result, cfg.train.max_frames
-    quants = [q for q in cfg.quant if q in ("fp32", "ptq")]
+    quants = [q for q in cfg.quant if q in ENSEMBLE_QUANTS]
     try:
         for fit in (lin, inner):
             if isinstance(fit, Exception):

@@ -13,7 +13,7 @@ from signbart.config import (
 )
 from signbart.errors import ConfigError
 from signbart.tflite import ModelCard
-from signbart.trial import run_trial
+from signbart.trial import expected_rows, run_trial
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,6 +83,7 @@ def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     assert kinds == [("signbart", "fp32", "ok"), ("signbart", "ptq", "ok"),
                      ("ensemble", "fp32", "ok"), ("ensemble", "ptq", "ok"),
                      ("signbart-keepbest", "fp32", "ok"), ("baseline", "fp32", "ok")]
+    assert [(r["quant"], r["model_kind"]) for r in rows] == expected_rows(cfg)
     best = rows[0]["best_epoch"]
     # the inner run (4 epochs on the inner signer), then a refit on 3 signers for its best epoch
     assert [m["epoch"] for m in reports if not m.get("refit")] == [1, 2, 3, 4]
