@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -61,6 +62,8 @@ def _check_type(value, tp, where: str):
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -105,14 +108,29 @@ def config_hash(d: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _positive(name: str, value, allow_zero: bool = False):
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+def within(obj) -> None:
+    """Raise ValueError unless each field named in ``type(obj).LIMITS`` lies in its interval.
+
+    Every numeric config field states its range there, written as it is printed: ``(0, 1]``,
+    ``[1, 100000]``. Every bound is finite, so infinity is out, and NaN (which compares false)
+    is out too. Each value of a tuple field is checked; None is a field's "off".
+    """
+    for name, interval in type(obj).LIMITS.items():
+        low, high = (float(b) for b in interval[1:-1].split(","))
+        value = getattr(obj, name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if v is None:
+                continue
+            above = low < v if interval[0] == "(" else low <= v
+            below = v < high if interval[-1] == ")" else v <= high
+            if not (above and below):
+                raise ValueError(f"{name} must be in {interval}, got {v}")
 
 
-def _rate(name: str, value: float):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {value}")
+MAX_EPOCHS = "[1, 100000]"
+RATE = "[0, 1)"
+PROBABILITY = "[0, 1]"
+SEEDS = "[0, 4294967295]"     # what numpy and TF take as a seed
 
 
 @dataclass(frozen=True)
@@ -136,17 +154,17 @@ class ModelConfig:
     decoder_layerdrop: float = 0.4
     max_position_embeddings: int = 256
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {
+        "num_keypoints": "[1, 10000]", "num_labels": "[2, 100000]", "d_model": "[1, 65536]",
+        "encoder_layers": "[0, 64]", "decoder_layers": "[0, 64]",
+        "encoder_attention_heads": "[1, 1024]", "decoder_attention_heads": "[1, 1024]",
+        "encoder_ffn_dim": "[1, 1048576]", "decoder_ffn_dim": "[1, 1048576]",
+        "dropout": RATE, "activation_dropout": RATE, "attention_dropout": RATE,
+        "classifier_dropout": RATE, "encoder_layerdrop": RATE, "decoder_layerdrop": RATE,
+        "max_position_embeddings": "[1, 100000]"}
+
     def __post_init__(self):
-        if self.num_labels <= 1:
-            raise ValueError(f"num_labels must be > 1, got {self.num_labels}")
-        for n in ("num_keypoints", "d_model", "encoder_attention_heads", "decoder_attention_heads",
-                  "encoder_ffn_dim", "decoder_ffn_dim", "max_position_embeddings"):
-            _positive(n, getattr(self, n))
-        for n in ("encoder_layers", "decoder_layers"):
-            _positive(n, getattr(self, n), allow_zero=True)
-        for n in ("dropout", "activation_dropout", "attention_dropout", "classifier_dropout",
-                  "encoder_layerdrop", "decoder_layerdrop"):
-            _rate(n, getattr(self, n))
+        within(self)
         for heads in (self.encoder_attention_heads, self.decoder_attention_heads):
             if self.d_model % heads:
                 raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({heads})")
@@ -175,17 +193,19 @@ class AugmentConfig:
     affine_shift: float = 0.05
     speed: tuple[float, float] | None = None  # temporal resampling factor range, e.g. [0.8, 1.25]
 
+    # keypoints are in frame units (about [0, 1]): a shift or a noise of 1 is the whole frame
+    LIMITS: typing.ClassVar[dict[str, str]] = {
+        "prob": PROBABILITY, "rotate_deg": "[0, 180]", "noise_std": "[0, 1]",
+        "hand_drop": PROBABILITY, "hand_paste": PROBABILITY, "frame_drop": PROBABILITY,
+        "affine_prob": PROBABILITY, "affine_scale": "[0, 1]", "affine_shear": "[0, 1]",
+        "affine_shift": "[0, 1]", "time_warp": "(0, 100]", "speed": "(0, 100]"}
+
     def __post_init__(self):
-        for n in ("prob", "hand_drop", "hand_paste", "frame_drop", "affine_prob"):
-            v = getattr(self, n)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{n} must be in [0, 1], got {v}")
-        for n in ("rotate_deg", "noise_std", "affine_scale", "affine_shear", "affine_shift"):
-            _positive(n, getattr(self, n), allow_zero=True)
         for n in ("time_warp", "speed"):
             r = getattr(self, n)
             if r is not None and not 0 < r[0] <= r[1]:
                 raise ValueError(f"{n} must be [low, high] with 0 < low <= high, got {list(r)}")
+        within(self)
 
 
 SCHEDULES = ("plateau", "cosine")
@@ -209,13 +229,15 @@ class TrainConfig:
     refit: bool = False           # after the inner run, retrain on train + inner signers
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {
+        "epochs": MAX_EPOCHS, "lr": "(0, 1]", "batch_size": "[1, 65536]",
+        "weight_decay": "[0, 1]", "label_smoothing": RATE, "warmup_epochs": "[0, 100000]",
+        "plateau_factor": "(0, 1)", "plateau_patience": "[0, 100000]", "min_lr": "[0, 1]",
+        "max_frames": "[1, 100000]", "n_val_signers": "[0, 10000]",
+        "early_stopping": "[0, 100000]"}
+
     def __post_init__(self):
-        for n in ("epochs", "batch_size", "max_frames"):
-            _positive(n, getattr(self, n))
-        _positive("lr", self.lr)
-        for n in ("n_val_signers", "early_stopping", "plateau_patience"):
-            _positive(n, getattr(self, n), allow_zero=True)
-        _rate("label_smoothing", self.label_smoothing)
+        within(self)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got "
                              f"{self.schedule!r}")
@@ -234,10 +256,12 @@ class QATConfig:
     clipnorm: float = 1.0
     patience: int = 10
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {
+        "epochs": MAX_EPOCHS, "lr": "(0, 1]", "batch_size": "[1, 65536]",
+        "clipnorm": "(0, 1000]", "patience": "[0, 100000]"}
+
     def __post_init__(self):
-        for n in ("epochs", "batch_size"):
-            _positive(n, getattr(self, n))
-        _positive("lr", self.lr)
+        within(self)
 
 
 @dataclass(frozen=True)
@@ -251,11 +275,11 @@ class FramingConfig:
     shoulder_y: float = 0.57
     shoulder_width: float = 0.26
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {"shoulder_y": "(0, 1)",
+                                               "shoulder_width": "(0, 1)"}
+
     def __post_init__(self):
-        if not 0.0 < self.shoulder_y < 1.0:
-            raise ValueError(f"shoulder_y must be in (0, 1), got {self.shoulder_y}")
-        if not 0.0 < self.shoulder_width < 1.0:
-            raise ValueError(f"shoulder_width must be in (0, 1), got {self.shoulder_width}")
+        within(self)
 
 
 @dataclass(frozen=True)
@@ -275,9 +299,10 @@ class VariantConfig:
     framing: FramingConfig | None = None   # None: the camera's own framing, as the reference
     anchors: bool = False                  # append body-anchored hand motion (preprocess)
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {"num_labels": ModelConfig.LIMITS["num_labels"]}
+
     def __post_init__(self):
-        if self.num_labels <= 1:
-            raise ValueError(f"num_labels must be > 1, got {self.num_labels}")
+        within(self)
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout: unknown layout {self.layout!r} (known: {', '.join(LAYOUTS)})")
         self.keys(get_layout(self.layout))
@@ -432,7 +457,10 @@ class ExperimentConfig:
     ensemble: bool = False      # also ship SignBART + baseline as one model (fp32, ptq)
     search: dict = field(default_factory=dict)   # what a nested search chose (already applied)
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {"seed": SEEDS, "threads": "[0, 1024]"}
+
     def __post_init__(self):
+        within(self)
         bad = [q for q in self.quant if q not in QUANT_MODES]
         if bad or not self.quant:
             raise ValueError(f"quant: {bad[0] if bad else 'empty'!r} is not one of "

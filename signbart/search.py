@@ -14,9 +14,10 @@ choices made on that signer's own data.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass, field, replace
 
-from signbart.config import QATConfig, TrainConfig, apply_settings, from_dict
+from signbart.config import SEEDS, QATConfig, TrainConfig, apply_settings, from_dict, within
 from signbart.errors import ConfigError
 
 SECTIONS = ("train", "qat", "model")
@@ -35,22 +36,21 @@ class SearchSpec:
     seed: int = 0                 # seeds the candidate sampling; the same seed, the same space
     rotations: int = 1            # inner folds a candidate is scored on, in turn (mean score)
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {
+        "num_samples": "[1, 100000]", "grace_period": "[1, 100000]", "seed": SEEDS,
+        "rotations": "[1, 1000]"}
+
     def __post_init__(self):
         if not isinstance(self.space, dict) or not self.space:
             raise ValueError("space: must map settings to distributions, e.g. "
                              "train.lr: {loguniform: [1.0e-4, 2.0e-3]}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        within(self)
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got "
                              f"{self.scheduler!r}")
-        if self.rotations < 1:
-            raise ValueError(f"rotations must be >= 1, got {self.rotations}")
         if self.rotations > 1 and self.scheduler != "fifo":
             raise ValueError("rotations > 1 needs scheduler: fifo (ASHA would compare a "
                              "candidate's later inner folds with others' first)")
-        if self.grace_period < 1:
-            raise ValueError(f"grace_period must be >= 1, got {self.grace_period}")
         for key, dist in self.space.items():
             _check_distribution(key, dist)
 

@@ -28,6 +28,7 @@ import re
 import socket
 import tempfile
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from ray.tune.trainable.function_trainable import wrap_function
 from signbart.config import (
     QUANT_MODES,
     SEED,
+    SEEDS,
     AugmentConfig,
     ExperimentConfig,
     QATConfig,
@@ -54,6 +56,7 @@ from signbart.config import (
     to_dict,
     trial_id,
     variant_from_dict,
+    within,
 )
 from signbart.data import open_dataset
 from signbart.errors import ConfigError
@@ -80,11 +83,10 @@ class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {"cpu": "(0, 1024]", "gpu": "[0, 64]"}
+
     def __post_init__(self):
-        if self.cpu <= 0:
-            raise ValueError(f"resources.cpu must be > 0, got {self.cpu}")
-        if self.gpu < 0:
-            raise ValueError(f"resources.gpu must be >= 0, got {self.gpu}")
+        within(self)
 
     @property
     def threads(self) -> int:
@@ -111,6 +113,8 @@ class SweepSpec:
     search: SearchSpec | None = None               # nested search per hold-out (search.py)
     smoke: dict = field(default_factory=dict)      # overrides applied by --smoke
 
+    LIMITS: typing.ClassVar[dict[str, str]] = {"seeds": SEEDS, "retries": "[0, 100]"}
+
     def __post_init__(self):
         if not _SLUG.fullmatch(self.name):
             raise ValueError(f"name: {self.name!r} must be letters, digits, '_', '.', '+', '-' "
@@ -127,8 +131,7 @@ class SweepSpec:
         bad = [q for q in self.quant if q not in QUANT_MODES]
         if bad:
             raise ValueError(f"quant: {bad[0]!r} is not one of {', '.join(QUANT_MODES)}")
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        within(self)
         self.augments()
 
     def augments(self) -> dict[str, AugmentConfig]:

@@ -77,7 +77,7 @@ def _write(tmp_path, text):
     ("name: x\nbogus: 1\n", "unknown key 'bogus'"),
     ("name: x\nkeypoints: {pose: [11, 99]}\n", "99 is not in layout"),
     ("name: x\nkeypoints: {pose: [11, left_shoulder]}\n", "duplicate keypoint 'pose.left_shoulder'"),
-    ("name: x\nnum_labels: 1\n", "num_labels must be > 1"),
+    ("name: x\nnum_labels: 1\n", "num_labels must be in [2, 100000], got 1"),
     ("name: x\nkeypoints: {face: all}\n", "has no face points"),
     ("name: x\nkeypoints: {tail: all}\n", "unknown group 'tail'"),
     ("name: x\nmodel: {d_model: 10, encoder_attention_heads: 3}\n", "divisible"),

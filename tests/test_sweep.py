@@ -67,13 +67,13 @@ def test_spec_errors_name_the_file_and_field(tmp_path, synth_dataset, variants):
     base = spec_fields(synth_dataset, [variants["tiny"]])
     cases = [({"quant": ["fp32", "fp16"]}, r"s\.yaml: quant: 'fp16' is not one of"),
              ({"epochs": 3}, r"s\.yaml: unknown key 'epochs'"),
-             ({"train": {"epochs": 0}}, r"s\.yaml\.train: epochs must be > 0"),
+             ({"train": {"epochs": 0}}, r"s\.yaml\.train: epochs must be in \[1, 100000\], got 0"),
              ({"seeds": [1, 1]}, r"s\.yaml: seeds: 1 is listed twice"),
              ({"name": "a b"}, r"s\.yaml: name: 'a b' must be"),
              ({"ablation": {"x": {"hand_drop": 2.0}}}, r"s\.yaml: ablation\.x: hand_drop must"),
              ({"ablation": {"x": {"hand_dorp": 0.1}}}, r"ablation\.x: unknown key 'hand_dorp'"),
              ({"smoke": {"train": {"epochs": -1}}}, r"s\.yaml \(smoke\)\.train: epochs must"),
-             ({"resources": {"cpu": 0}}, r"s\.yaml\.resources: resources\.cpu must be > 0")]
+             ({"resources": {"cpu": 0}}, r"s\.yaml\.resources: cpu must be in \(0, 1024\], got 0")]
     for over, message in cases:
         with pytest.raises(ConfigError, match=message):
             load_spec(write_spec(tmp_path / "s.yaml", **{**base, **over}))
