@@ -293,6 +293,13 @@ class Dataset:
         missing = [c for c in MANIFEST_COLUMNS[:9] if c not in self.manifest.columns]
         if missing:
             raise DatasetError(f"{self.path / 'manifest.parquet'}: missing column {missing[0]!r}")
+        ids = self.manifest["sample_id"]
+        twice = ids[ids.duplicated()].unique().tolist()
+        if twice:
+            raise DatasetError(f"{self.path / 'manifest.parquet'}: field 'sample_id' lists "
+                               f"{len(twice)} id(s) more than once, e.g. "
+                               f"{', '.join(map(repr, twice[:3]))} (each sample must be "
+                               "unique, or it is trained or scored twice)")
         unknown = sorted(set(self.manifest["label"]) - set(self.labels))
         if unknown:
             raise DatasetError(f"{self.path / 'manifest.parquet'}: label {unknown[0]!r} is not "

@@ -142,3 +142,22 @@ def test_bad_dataset_directories_give_clear_errors(synth_dataset, tmp_path):
         d / "manifest.parquet")
     with pytest.raises(DatasetError, match="missing column 'offset'"):
         open_dataset(d)
+
+
+def with_duplicate_rows(src: Path, dst: Path, signer: str = "user01", n: int = 3) -> Path:
+    """A copy of dataset ``src`` whose manifest has ``n`` of ``signer``'s rows appended again
+    (the probe's edit: a clip scored twice)."""
+    d = _copy(src, dst)
+    manifest = pd.read_parquet(d / "manifest.parquet")
+    extra = manifest[manifest["signer"] == signer].head(n)
+    pd.concat([manifest, extra]).to_parquet(d / "manifest.parquet")
+    return d
+
+
+def test_duplicate_sample_ids_are_refused_when_the_dataset_opens(synth_dataset, tmp_path):
+    d = with_duplicate_rows(synth_dataset, tmp_path / "dup")
+    ids = pd.read_parquet(d / "manifest.parquet")["sample_id"].tolist()[-3:]
+    with pytest.raises(DatasetError) as e:
+        open_dataset(d)
+    assert str(e.value).startswith(f"{d / 'manifest.parquet'}: field 'sample_id' lists 3 id(s) "
+                                   f"more than once, e.g. {ids[0]!r}, {ids[1]!r}, {ids[2]!r}")
