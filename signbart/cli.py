@@ -106,8 +106,9 @@ def cmd_evaluate(a) -> int:
     from signbart.config import load_variant
     from signbart.data import open_dataset
     from signbart.evaluate import evaluate_tflite_file
+    from signbart.storage import with_suffix
 
-    out = a.out or str(Path(a.model).with_suffix(".eval.json"))
+    out = a.out or with_suffix(a.model, ".eval.json")
     variant = load_variant(a.config) if a.config else None
     result = evaluate_tflite_file(a.model, variant, open_dataset(a.data), holdout=a.holdout,
                                   out_json=out)
@@ -264,17 +265,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="evaluate a .tflite model with the TFLite interpreter",
                        **fmt)
-    s.add_argument("--model", required=True, help=".tflite file written by train or sweep")
-    s.add_argument("--config", help="variant config (default: from the model card beside it)")
+    s.add_argument("--model", required=True, help=".tflite file written by train or sweep "
+                   "(a path, or a URI such as s3://bucket/sweep/trial/model_fp32.tflite)")
+    s.add_argument("--config", help="variant config (default: the model's own card)")
     s.add_argument("--data", required=True, help="dataset directory")
     s.add_argument("--holdout", help="signer to evaluate (default: the whole dataset)")
-    s.add_argument("--out", help="JSON output (default: beside the model)")
+    s.add_argument("--out", help="JSON output, path or URI (default: beside the model)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="recognise the sign in video(s) with an exported model",
                        **fmt)
     s.add_argument("videos", nargs="+", help="video files")
-    s.add_argument("--model", required=True, help=".tflite file (its .json model card beside it)")
+    s.add_argument("--model", required=True, help=".tflite file (its model card is inside it)")
     s.add_argument("--top", type=int, default=5, help="how many glosses to print per video")
     s.add_argument("--mirror", action="store_true", help="mirror the video (left-handed signer)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")

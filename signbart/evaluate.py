@@ -20,7 +20,7 @@ from signbart.config import EVAL_BATCH, MAX_FRAMES, VariantConfig, load_variant
 from signbart.data import Dataset, open_dataset
 from signbart.errors import UserError
 from signbart.preprocess import prepare
-from signbart.storage import write_text
+from signbart.storage import check_reachable, write_text
 from signbart.tfkeras import tf
 from signbart.tflite import ModelCard, Runner, latency
 
@@ -123,14 +123,15 @@ def evaluate_tflite_file(model_path, variant: VariantConfig | str | Path | None,
                          out_json=None) -> dict:
     """Score a .tflite file on one signer (or the whole dataset) in the TFLite interpreter.
 
-    The model's card (``tflite.ModelCard``) must describe this very file. ``variant`` picks and
+    ``model_path`` is a path or a URI (``s3://``, as a sweep's rows give it). The card embedded in
+    the model (``tflite.ModelCard``) is the truth about it; ``variant`` picks and
     orders the keypoints; None takes the card's, and a given one must select the same keypoints.
     Returns (and writes to ``out_json``, atomically) result-row fields: the ``metrics``, labels,
     glosses, n_test, model_bytes, params and flops (from the card) and latency.
     """
-    model_path = Path(model_path)
+    model_path = str(model_path)
+    check_reachable(model_path)
     card, content = ModelCard.read(model_path)
-    card_path = ModelCard.path(model_path)
     if variant is None:
         variant = card.variant
     elif not isinstance(variant, VariantConfig):
@@ -145,10 +146,10 @@ def evaluate_tflite_file(model_path, variant: VariantConfig | str | Path | None,
         raise UserError(f"{dataset.path}: variant {variant.name!r} does not fit its layout "
                         f"({e})") from None
     if keys != trained_keys:
-        raise UserError(f"{model_path}: trained on the keypoints of {card_path} "
-                        f"(variant {card.variant.name!r}), not {variant.name!r}'s")
+        raise UserError(f"{model_path}: trained on the keypoints of variant "
+                        f"{card.variant.name!r} (its card), not {variant.name!r}'s")
     if list(card.labels) != dataset.labels:
-        raise UserError(f"{model_path}: trained on labels {list(card.labels)} ({card_path}) "
+        raise UserError(f"{model_path}: trained on labels {list(card.labels)} (its card) "
                         f"but {dataset.path} has {dataset.labels}")
 
     runner = Runner(content, frames=card.max_frames)

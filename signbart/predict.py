@@ -1,6 +1,6 @@
 """Recognise the sign in a video with an exported model, exactly as training preprocessed it.
 
-The model's card (``tflite.ModelCard``, written beside every ``.tflite`` by the trial) carries
+The model's card (``tflite.ModelCard``, embedded in every ``.tflite`` a trial writes) carries
 the variant, the stored layout and the labels, so a ``.tflite`` handed to someone else is usable
 on its own: ``signbart predict clip.mp4 --model model_qat_int8.tflite``.
 """
@@ -12,6 +12,7 @@ import logging
 import numpy as np
 
 from signbart.errors import UserError
+from signbart.storage import check_reachable
 from signbart.tflite import ModelCard, Runner
 
 log = logging.getLogger(__name__)
@@ -33,18 +34,18 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
     from signbart.extract import VideoError, extract_video, make_holistic
     from signbart.preprocess import Selection, prepare_arrays
 
+    check_reachable(model_path)
     card, content = ModelCard.read(model_path)
-    card_path = ModelCard.path(model_path)
     layout = card.stored_layout
     selection = Selection.of(card.variant, layout)
     run = Runner(content, frames=card.max_frames)
     if run.num_keypoints != len(selection.indices) or run.num_labels != len(card.labels):
         raise UserError(f"{model_path} takes {run.num_keypoints} keypoints and gives "
-                        f"{run.num_labels} classes, but {card_path} describes "
+                        f"{run.num_labels} classes, but its card describes "
                         f"{len(selection.indices)} keypoints and {len(card.labels)} classes")
     if card.synthetic:
-        log.warning("%s: trained on synthetic data (%s) — it proves the plumbing, not "
-                    "recognition of real signs", model_path, card_path)
+        log.warning("%s: trained on synthetic data (its card says so) — it proves the "
+                    "plumbing, not recognition of real signs", model_path)
     holistic = make_holistic()
     results = []
     try:

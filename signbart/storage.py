@@ -9,6 +9,7 @@ half of one. A location is a local path or anything ``pyarrow.fs`` opens (``s3:/
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -22,15 +23,57 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from signbart.errors import STORAGE_ERRNOS, storage_error
+from signbart.errors import STORAGE_ERRNOS, StorageError, storage_error
 
 
 def filesystem(location: str | Path) -> tuple[pafs.FileSystem, str]:
-    """The filesystem of ``location`` and the path inside it (local paths made absolute)."""
+    """The filesystem of ``location`` and the path inside it (local paths made absolute).
+
+    A URI gets the filesystem pyarrow builds from the environment alone (credentials, region,
+    ``AWS_ENDPOINT_URL`` for an S3-compatible server), so a user with a bucket needs nothing
+    else. A URI pyarrow cannot open is a StorageError naming it.
+    """
     location = str(location)
     if "://" in location:
-        return pafs.FileSystem.from_uri(location)
+        try:
+            return pafs.FileSystem.from_uri(location)
+        except (OSError, pa.ArrowException) as e:
+            raise StorageError(f"{location}: cannot open this storage ({_first_line(e)})"
+                               ) from None
     return pafs.LocalFileSystem(), os.path.abspath(location)
+
+
+def check_reachable(location: str | Path) -> None:
+    """Raise StorageError unless the bucket of URI ``location`` exists and its server answers.
+
+    Called before Ray starts (and before a model or report is read), so a mistyped bucket or
+    an endpoint that does not answer is one sentence, not a traceback after start-up. Local
+    folders pass: they are made on the first write.
+    """
+    fs, path = filesystem(location)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return
+    bucket = path.split("/", 1)[0]
+    try:
+        info = fs.get_file_info(bucket)
+    except OSError as e:
+        raise StorageError(f"{location}: the storage does not answer ({_first_line(e)})"
+                           ) from None
+    if info.type == pafs.FileType.NotFound:
+        raise StorageError(f"{location}: bucket {bucket!r} does not exist (signbart never "
+                           "creates buckets: create it, or fix the name)")
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def with_suffix(location: str | Path, suffix: str) -> str:
+    """``location`` with its file name's extension replaced by ``suffix``, for a local path or
+    a URI alike (``pathlib`` would turn ``s3://b/m.tflite`` into ``s3:/b/m.json``)."""
+    head, sep, name = str(location).rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{head}{sep}{stem}{suffix}"
 
 
 def join(root: str | Path, *parts: str) -> str:
@@ -101,6 +144,15 @@ def read_json(location: str | Path):
             return json.loads(f.read())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def read_bytes(location: str | Path) -> bytes:
+    """The bytes of the file at ``location``; FileNotFoundError when there is none."""
+    fs, path = filesystem(location)
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(location))
+    with fs.open_input_stream(path) as f:
+        return f.read()
 
 
 def exists(location: str | Path) -> bool:

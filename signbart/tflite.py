@@ -8,13 +8,15 @@ Every export has the phone app's fixed signature ``serving_default``:
 runner uses the plain names.) Trials, ``evaluate``, ``predict`` and the benchmarks all run a
 ``.tflite`` through ``Runner``, so a published number is the interpreter's own.
 
-Beside every ``.tflite`` a trial writes its ``ModelCard`` (``<model>.json``): what the file
-needs to be used on its own, and its SHA-256, so a card never vouches for another file.
+Every ``.tflite`` a trial writes carries its ``ModelCard`` inside, as TFLite model metadata
+named ``signbart_card`` (the interpreter ignores metadata it does not know): what the file
+needs to be used on its own travels in the file, so the model is one file and its card cannot
+be swapped or edited beside it. A readable copy is written beside it (``<model>.json``);
+readers refuse a copy that differs from the embedded card.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import warnings
@@ -26,12 +28,13 @@ import numpy as np
 from signbart.config import MAX_FRAMES, QUANT_MODES, VariantConfig, from_dict, to_dict
 from signbart.errors import UserError
 from signbart.layouts import Layout
-from signbart.storage import write_bytes, write_text
+from signbart.storage import exists, read_bytes, with_suffix, write_bytes, write_text
 from signbart.tfkeras import tf
 
 INPUTS = ("keypoints", "attention_mask")
 OUTPUT = "logits"
 SIGNATURE = "serving_default"
+CARD_METADATA = "signbart_card"    # the name of the card's metadata buffer in the flatbuffer
 # The one quant mode -> file name mapping; "int8" is the full-integer model.
 MODEL_FILES = {"fp32": "model_fp32.tflite", "ptq": "model_ptq_int8.tflite",
                "qat": "model_qat_int8.tflite", "int8": "model_int8.tflite"}
@@ -46,11 +49,12 @@ class ExportError(RuntimeError):
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What a ``.tflite`` file needs to be used on its own, written beside it as ``.json``.
+    """What a ``.tflite`` file needs to be used on its own, embedded in it (and copied beside it
+    as ``.json`` for people to read).
 
     ``variant`` picks and orders the keypoints from the stored ``layout``; ``labels``/``glosses``
     name the logits; ``synthetic`` is the training data's flag (a model trained on generated
-    data proves the plumbing, not the product); ``tflite_sha256`` ties the card to one file.
+    data proves the plumbing, not the product).
     """
 
     variant: VariantConfig
@@ -60,7 +64,6 @@ class ModelCard:
     max_frames: int
     quant: str
     synthetic: bool
-    tflite_sha256: str
     git_sha: str = ""
     config_hash: str = ""
     params: int | None = None
@@ -88,54 +91,114 @@ class ModelCard:
     @classmethod
     def from_json(cls, text: str, where: str) -> ModelCard:
         """Parse a card; every error names ``where`` and the field."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{where}: not a model card (invalid JSON: {e})") from None
-        return from_dict(cls, data, where)
+        return from_dict(cls, _card_json(text, where), where)
 
     @staticmethod
-    def path(model_path) -> Path:
-        return Path(model_path).with_suffix(".json")
+    def path(model_path) -> str:
+        """The readable copy's location: ``<model>.json`` beside the model (path or URI)."""
+        return with_suffix(model_path, ".json")
 
     @classmethod
     def read(cls, model_path) -> tuple[ModelCard, bytes]:
-        """The card of ``model_path`` and the model's bytes, refused unless they match."""
-        model_path = Path(model_path)
+        """The card embedded in ``model_path`` and the model's bytes; a copy beside it that
+        differs from the embedded card (an edited keypoint order, label or gloss) is refused,
+        naming the first field that differs."""
         content = model_bytes(model_path)
-        card_path = cls.path(model_path)
-        try:
-            text = card_path.read_text()
-        except FileNotFoundError:
-            raise UserError(f"{card_path}: missing — the labels, keypoints and layout of "
-                            f"{model_path} travel in this card, written beside it by "
-                            "`signbart train`/`sweep`") from None
-        card = cls.from_json(text, str(card_path))
-        if sha256(content) != card.tflite_sha256:
-            raise UserError(f"{model_path} is not the model {card_path} describes (its SHA-256 "
-                            f"is {sha256(content)[:12]}…, the card's {card.tflite_sha256[:12]}…)")
+        text = embedded_card(content)
+        if text is None:
+            raise UserError(f"{model_path}: no model card inside (exported by a signbart "
+                            "before cards were embedded, or not written by signbart): "
+                            "export it again with `signbart train`/`sweep`")
+        card = cls.from_json(text, f"{model_path} (its embedded card)")
+        copy = cls.path(model_path)
+        if exists(copy):
+            field = _first_difference(_card_json(read_bytes(copy).decode(errors="replace"),
+                                                 copy), json.loads(text))
+            if field is not None:
+                raise UserError(f"{copy}: field {field!r} differs from the card embedded in "
+                                f"{model_path} (the copy was edited, or belongs to another "
+                                "model): restore or delete it")
         return card, content
 
     def write(self, model_path, content: bytes) -> None:
-        """Write the model, then its card; the card's SHA-256 must be the model's."""
-        if sha256(content) != self.tflite_sha256:
-            raise ValueError("the card's tflite_sha256 is not the SHA-256 of the model bytes")
-        write_bytes(model_path, content)
+        """Write the model with this card embedded, then the card's readable copy beside it."""
+        write_bytes(model_path, embed_card(content, self.to_json()))
         write_text(self.path(model_path), self.to_json())
 
 
-def sha256(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
+def _card_json(text: str, where) -> dict:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not a model card (invalid JSON: {e})") from None
+
+
+def _first_difference(a, b, where: str = "") -> str | None:
+    """The dotted name of the first field where JSON values ``a`` and ``b`` differ, or None.
+    Key order inside a field counts: a variant's group order is its keypoint order."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in dict.fromkeys([*a, *b]):
+            name = f"{where}.{key}" if where else key
+            if key not in a or key not in b:
+                return name
+            inner = _first_difference(a[key], b[key], name)
+            if inner is not None:
+                return inner
+        return where if where and list(a) != list(b) else None
+    if a == b and type(a) is type(b):
+        return None
+    return where or "card"
+
+
+def embed_card(content: bytes, card: str) -> bytes:
+    """``content`` (a .tflite) with ``card`` in a metadata buffer named ``CARD_METADATA``,
+    replacing one already there. The graph and its weights are unchanged: same outputs."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    model.metadata = model.metadata or []
+    entry = next((m for m in model.metadata if _name(m.name) == CARD_METADATA), None)
+    if entry is None:
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = CARD_METADATA, len(model.buffers)
+        model.metadata.append(entry)
+        model.buffers.append(schema.BufferT())
+    model.buffers[entry.buffer].data = np.frombuffer(card.encode(), np.uint8)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def embedded_card(content: bytes) -> str | None:
+    """The card text embedded in ``content`` by ``embed_card``, or None when there is none
+    (also for bytes that are not a TFLite flatbuffer: the interpreter then says why)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    if len(content) < 8 or not schema.Model.ModelBufferHasIdentifier(content, 0):
+        return None
+    try:
+        model = schema.Model.GetRootAs(content, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if _name(entry.Name()) == CARD_METADATA:
+                return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes().decode()
+    except (IndexError, ValueError, UnicodeDecodeError):   # a damaged flatbuffer
+        return None
+    return None
+
+
+def _name(name) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
 
 
 def model_bytes(model) -> bytes:
-    """``model`` as bytes: bytes as given, or a path's contents (a clear error when missing)."""
+    """``model`` as bytes: bytes as given, or a path's or URI's contents (a clear error when
+    missing)."""
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
-    path = Path(model)
-    if not path.is_file():
-        raise UserError(f"{path}: model file not found")
-    return path.read_bytes()
+    try:
+        return read_bytes(model)
+    except FileNotFoundError:
+        raise UserError(f"{model}: model file not found") from None
 
 
 # ----------------------------------------------------------------------------- interpreter

@@ -123,8 +123,7 @@ def export(cfg: ExperimentConfig, trained: Trained, out: Path
         try:
             blob, fields = _tflite_bytes(cfg, trained, quant)
             tflite.check(blob, data.x[:8], data.mask[:8])
-            tflite.ModelCard(**trained.card, quant=quant,
-                             tflite_sha256=tflite.sha256(blob)).write(path, blob)
+            tflite.ModelCard(**trained.card, quant=quant).write(path, blob)
             exported[quant] = (path, fields)
         except Exception as err:  # recorded as a failed row; the other modes go on
             log.debug("%s", traceback.format_exc())
@@ -219,8 +218,7 @@ def _keepbest_row(cfg, dataset, fold, trained: Trained, test, out: Path) -> dict
               "n_train": len(fold.train)}
     try:
         blob = quantize.to_tflite(trained.result.inner_model, cfg.train.max_frames)
-        tflite.ModelCard(**trained.card, quant="fp32",
-                         tflite_sha256=tflite.sha256(blob)).write(path, blob)
+        tflite.ModelCard(**trained.card, quant="fp32").write(path, blob)
         return _row(cfg, fold, dataset, "fp32", model_kind=KEEPBEST, model_path=str(path),
                     **_score(path, test, len(dataset.labels)), **fields)
     except Exception as err:
@@ -309,8 +307,7 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
                     else quantize.ptq_dynamic(model, frames))
             tflite.check(blob, result.train_data.x[:8], result.train_data.mask[:8])
             tflite.ModelCard(**{**trained.card, "params": params, "flops": flops}, quant=quant,
-                             tflite_sha256=tflite.sha256(blob), model_kind="ensemble",
-                             ensemble_weight=weight).write(path, blob)
+                             model_kind="ensemble", ensemble_weight=weight).write(path, blob)
             rows.append(_row(
                 cfg, fold, dataset, quant, model_kind="ensemble", model_path=str(path),
                 params=params, flops=flops, ensemble_weight=weight,

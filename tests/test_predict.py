@@ -9,9 +9,8 @@ from test_train import VARIANT
 from videos import photo_video
 
 from signbart.config import TrainConfig, build_experiment
-from signbart.errors import UserError
 from signbart.predict import predict_videos
-from signbart.tflite import ModelCard
+from signbart.tflite import ModelCard, embedded_card
 from signbart.trial import run_trial
 
 VIDEO = shared_path("mlr511", "user03", "G01", "R01.mp4")
@@ -27,13 +26,15 @@ def exported(synth_dataset_90, tmp_path_factory):
     return out / "model_ptq_int8.tflite"
 
 
-def test_card_is_required(exported, tmp_path):
-    card, _ = ModelCard.read(exported)
+def test_the_trials_model_carries_its_card(exported, tmp_path):
+    card, content = ModelCard.read(exported)
     assert card.labels == tuple(f"C{i:02d}" for i in range(1, 11)) and card.quant == "ptq"
-    lonely = tmp_path / "m.tflite"
-    lonely.write_bytes(exported.read_bytes())
-    with pytest.raises(UserError, match="m.json: missing"):
-        predict_videos([VIDEO or "x.mp4"], lonely)
+    assert embedded_card(content) == exported.with_suffix(".json").read_text()
+    lonely = tmp_path / "m.tflite"           # handed on without its readable copy
+    lonely.write_bytes(content)
+    assert ModelCard.read(lonely)[0] == card
+    [result] = predict_videos([tmp_path / "never.mp4"], lonely)   # the model is fine alone
+    assert result == {"video": str(tmp_path / "never.mp4"), "error": result["error"]}
 
 
 @pytest.mark.slow
