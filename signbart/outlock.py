@@ -81,8 +81,11 @@ def _s3_client(uri: str):
     pyarrow does (``AWS_ENDPOINT_URL``, ``AWS_REGION``, credentials, ``~/.aws``)."""
     import boto3
 
+    if not logging.getLogger("signbart").isEnabledFor(logging.DEBUG):
+        for name in ("boto3", "botocore"):   # "Found credentials in ...", at INFO
+            logging.getLogger(name).setLevel(logging.WARNING)
     bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    return boto3.client("s3"), bucket, prefix.strip("/")
+    return boto3.session.Session().client("s3"), bucket, prefix.strip("/")   # thread-safe
 
 
 class S3Lease:
