@@ -164,7 +164,7 @@ class S3Lease:
             return
         left = float(holder.get("expires", 0)) - time.time()
         if left > 0:
-            raise UserError(f"{self.uri}: another signbart sweep (PID {holder.get('pid')} on "
+            raise UserError(f"{self.uri}: another signbart process (PID {holder.get('pid')} on "
                             f"{holder.get('host')}) is writing this sweep (its lease "
                             f"{LEASE_FILE}, renewed while it runs, expires in {left:.0f} s "
                             "unless renewed); wait for it to finish or choose another name")

@@ -78,10 +78,11 @@ def test_a_changed_spec_is_refused_before_ray_naming_the_field(tmp_path, synth_d
                                                                variants):
     fields = spec_fields(synth_dataset, [variants["tiny"]], holdouts=["user01"], seeds=[1],
                          train={"epochs": 1, "batch_size": 8})
-    first = write_spec(tmp_path / "a.yaml", **fields)
+    first = load_spec(write_spec(tmp_path / "a.yaml", **fields))
     storage = tmp_path / "store"
     (storage / "t").mkdir(parents=True)
-    before = json.dumps(record_of(first, storage))
+    before = json.dumps({"hash": sweep_hash(first, Grid.of(first).experiments(first)),
+                         "spec": to_dict(first)})   # format 1: what a sweep of today writes
     (storage / "t" / "sweep.json").write_text(before)
     edited = write_spec(tmp_path / "b.yaml", **{**fields, "train": {"epochs": 3,
                                                                     "batch_size": 4}})
@@ -271,7 +272,7 @@ def test_a_second_sweep_on_s3_is_refused_by_the_lease(tmp_path, synth_dataset, v
         p = signbart("sweep", spec, "--storage", "s3://sweeps/store", env={**os.environ, **s3})
     assert p.returncode == 2
     line = one_sentence(p, "sweep")
-    assert (f"another signbart sweep (PID {os.getpid()} on {socket.gethostname()}) is writing"
+    assert (f"another signbart process (PID {os.getpid()} on {socket.gethostname()}) is writing"
             in line)
     assert len(p.stderr.strip().splitlines()) == 1          # before Ray started
     import boto3
