@@ -144,7 +144,7 @@ def cmd_sweep(a) -> int:
     summary = run_sweep(a.spec, address=a.address, storage=a.storage, resume=a.resume,
                         trust_storage=a.trust_storage,
                         max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke,
-                        data=a.data)
+                        data=a.data, extend=a.extend)
     print(summary)
     return summary.exit_code
 
@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", help="dataset directory instead of the spec's `data:` (e.g. an "
                    "absolute path for a Ray job)")
     s.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    s.add_argument("--extend", action="store_true",
+                   help="resume a sweep whose spec only gained cells (hold-outs, seeds, variants, "
+                   "ablation arms); refused if any finished cell's settings would change")
     s.add_argument("--trust-storage", action="store_true",
                    help="with --resume, restore Tune's pickled state (tuner.pkl) from the "
                    "storage: only if nobody else can write there")
@@ -327,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"signbart {args.command}: error: {storage_error(e, e.filename or '.')}",
               file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"signbart {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # a sweep's Interrupted says what is kept and how to go on
+        print(f"signbart {args.command}: {e or 'interrupted'}", file=sys.stderr)
+        return getattr(e, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ set; without it a client retries for 20 s and dies with a traceback. So before `
 this module turns token mode on when a token is at hand, and asks the cluster's GCS once
 (a plain gRPC call, 5 s) whether it answers and accepts us, so that a missing or wrong token
 or a dead address is one sentence, not a retry loop.
+
+A fresh local Ray listens on 127.0.0.1 only. By default Ray binds its GCS, raylet, workers and
+metrics exporter (which answers without the token) to every interface and its agents to the
+machine's IP; with Ray's own switch for machines where clusters are off
+(``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, the default on macOS and Windows) every process of
+the node takes 127.0.0.1 as its address and binds there (measured with ``ss -ltnp``;
+``tests/test_sweep_faults.py`` checks it). A cluster address is joined as Ray's defaults have it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from signbart.errors import UserError
 log = logging.getLogger(__name__)
 
 LOCAL = "local"
+CLUSTER_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"   # "0": this node is its own cluster
 TOKEN_HELP = ("copy the head node's ~/.ray/auth_token to this machine's ~/.ray/auth_token (or "
               "point RAY_AUTH_TOKEN_PATH at it)")
 
@@ -38,6 +46,7 @@ def connect(address: str | None, env: dict[str, str] | None = None, **init_kwarg
     if ray.is_initialized():
         return False
     target = resolve(address)
+    _loopback(target == LOCAL)
     if target != LOCAL:
         _check(target)
     os.environ.update(env or {})
@@ -46,6 +55,20 @@ def connect(address: str | None, env: dict[str, str] | None = None, **init_kwarg
     init_kwargs.setdefault("log_to_driver", verbose)
     ray.init(address=target, runtime_env={"env_vars": dict(env or {})}, **init_kwargs)
     return True
+
+
+def _loopback(local: bool) -> None:
+    """Ray's cluster switch off for a local Ray (so it binds to 127.0.0.1), and back to its
+    default for a cluster if an earlier local run in this process turned it off. The switch
+    is read by this process (the constant) and by every Ray process it starts (the variable)."""
+    from ray._private import ray_constants
+
+    if local:
+        os.environ[CLUSTER_SWITCH] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif os.environ.get(CLUSTER_SWITCH) == "0":
+        del os.environ[CLUSTER_SWITCH]
+        ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
 
 
 def _token() -> str | None:

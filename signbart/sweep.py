@@ -25,6 +25,8 @@ import logging
 import multiprocessing
 import os
 import re
+import shlex
+import signal
 import socket
 import tempfile
 import time
@@ -38,6 +40,7 @@ from ray import tune
 from ray.tune import CLIReporter
 from ray.tune.trainable.function_trainable import wrap_function
 
+from signbart import sweeprecord
 from signbart.config import (
     QUANT_MODES,
     SEED,
@@ -60,8 +63,9 @@ from signbart.config import (
 )
 from signbart.data import open_dataset
 from signbart.errors import ConfigError
+from signbart.outlock import writer_lock
 from signbart.raycluster import connect
-from signbart.results import read_rows, write_rows
+from signbart.results import git_sha, read_rows, write_rows
 from signbart.search import SearchSpec, choose, search_trial, validate
 from signbart.storage import exists, filesystem, join, read_json, remove, rows_uri, write_json
 from signbart.trial import failed_rows, run_trial
@@ -555,32 +559,19 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
     return chosen
 
 
-def _tuner(spec: SweepSpec, experiments: list[ExperimentConfig], storage: str, resume: bool,
-           max_concurrent: int | None, trust_storage: bool = False) -> tune.Tuner:
+def _tuner(spec: SweepSpec, experiments: list[ExperimentConfig], storage: str, restore: bool,
+           max_concurrent: int | None) -> tune.Tuner:
     """A Tune run whose grid is the list of resolved experiments (a worker only parses its
-    own), or with ``resume`` and ``trust_storage`` Tune's own state restored from storage.
-    That state is a pickle (``tuner.pkl``): restoring it runs whatever code whoever can write
-    the storage put there, so it takes explicit trust. The fresh run loses nothing: finished
+    own), or with ``restore`` Tune's own state restored from storage. That state is a pickle
+    (``tuner.pkl``): restoring it runs whatever code whoever can write the storage put there,
+    so it takes explicit trust (``--trust-storage``). The fresh run loses nothing: finished
     cells are found by their result rows and skipped."""
     path = join(storage, spec.name)
     trainable = tune.with_resources(_named(_trainable), {"cpu": spec.resources.cpu,
                                                          "gpu": spec.resources.gpu})
-    spec_hash = sweep_hash(spec, experiments)
-    previous = read_json(join(path, "sweep.json")) or {}
-    if previous.get("hash") not in (None, spec_hash):
-        log.warning("%s: the spec changed since this sweep was started; finished cells keep "
-                    "their results (use a new name to redo them)", spec.name)
-    if resume and trust_storage and previous.get("hash") == spec_hash \
-            and tune.Tuner.can_restore(path):
+    if restore:
         log.info("resuming %s from its Tune state", path)
         return tune.Tuner.restore(path, trainable, resume_errored=True)
-    if resume and not trust_storage:
-        log.info("%s: a fresh Tune run over the grid, skipping finished trials (Tune's pickled "
-                 "state is only restored with --trust-storage)", path)
-    elif resume:
-        log.info("%s: no matching Tune state to restore; starting over, skipping finished "
-                 "trials", path)
-    write_json(join(path, "sweep.json"), {"hash": spec_hash, "spec": to_dict(spec)})
     param_space = {"artifacts": path,
                    "experiment": tune.grid_search([e.to_dict() for e in experiments])}
     return tune.Tuner(
@@ -616,36 +607,133 @@ def _output(*metrics: str, params: dict | None = None) -> dict:
 def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
               resume: bool = False, max_concurrent: int | None = None, dry_run: bool = False,
               smoke: bool = False, trust_storage: bool = False,
-              data: str | None = None) -> SweepSummary:
+              data: str | None = None, extend: bool = False) -> SweepSummary:
     """Run (or, with ``dry_run``, size) the sweep in ``spec_path``; see ``sweeps/README.md``.
 
     Results go to ``<storage>/<name>/results/``, models to ``<storage>/<name>/<trial_id>/``;
     ``storage`` is a local path (default ``./ray_results``) or a URI such as ``s3://b/p``;
     ``data`` replaces the spec's dataset (a Ray job's copy of the repository has no data/).
+    ``extend`` resumes a sweep whose spec gained cells (``sweeprecord.check``). One run holds
+    the sweep folder at a time (``outlock.writer_lock``); SIGTERM or Ctrl-C stop Ray and raise
+    ``Interrupted`` with the command that continues.
     """
     spec = load_spec(spec_path, smoke=smoke, data=data)
     grid = Grid.of(spec)
-    storage = _storage_root(storage)
-    path = join(storage, spec.name)
+    root = _storage_root(storage)
+    path = join(root, spec.name)
     finished = sum(exists(rows_uri(path, trial_id(**t))) for t in grid.trials())
     if dry_run:
         return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
-    started = connect(address, env=WORKER_ENV)
-    try:
-        chosen = run_searches(spec, grid, storage, max_concurrent) if spec.search else None
-        experiments = grid.experiments(spec, chosen)
-        results = _tuner(spec, experiments, storage, resume, max_concurrent,
-                         trust_storage).fit()
-        for result in results:
-            if result.error is not None and result.config:
-                exp = ExperimentConfig.parse(result.config["experiment"])
-                if not exists(rows_uri(path, exp.name)):
-                    write_rows(failed_rows(exp, _error_text(result.error)),
-                               rows_uri(path, exp.name, failed=True))
-    finally:
-        if started:
-            ray.shutdown()
+    resume = resume or extend
+    again = _command(spec_path, address, storage, max_concurrent, smoke, data, trust_storage)
+    with writer_lock(path):
+        uri = join(path, sweeprecord.FILE)
+        previous = read_json(uri)
+        experiments = None if spec.search else grid.experiments(spec)
+        _check(uri, previous, spec, experiments, extend)      # before Ray starts
+        with _Signals() as signals:
+            ours = not ray.is_initialized()
+            try:
+                try:
+                    connect(address, env=WORKER_ENV)
+                except SystemExit as e:   # ray.init's own SIGTERM handler, until arm()
+                    if e.code != signal.SIGTERM:
+                        raise
+                    signals.signum = signal.SIGTERM
+                    raise Interrupted(signal.SIGTERM) from None
+                signals.arm()
+                chosen = run_searches(spec, grid, root, max_concurrent) if spec.search else None
+                experiments = grid.experiments(spec, chosen)
+                digest = _check(uri, previous, spec, experiments, extend)
+                restore = (resume and trust_storage and (previous or {}).get("hash") == digest
+                           and tune.Tuner.can_restore(path))
+                if resume and not trust_storage:
+                    log.info("%s: a fresh Tune run over the grid, skipping finished trials "
+                             "(Tune's pickled state is only restored with --trust-storage)", path)
+                write_json(uri, sweeprecord.record(
+                    previous, spec.name, to_dict(spec), digest, sweeprecord.cells(experiments),
+                    git_sha(), "extend" if extend else "resume" if resume else "start"))
+                results = _tuner(spec, experiments, root, restore, max_concurrent).fit()
+                for result in results:
+                    if result.error is not None and result.config:
+                        exp = ExperimentConfig.parse(result.config["experiment"])
+                        if not exists(rows_uri(path, exp.name)):
+                            write_rows(failed_rows(exp, _error_text(result.error)),
+                                       rows_uri(path, exp.name, failed=True))
+            except KeyboardInterrupt:   # Ray's waits turn Interrupted into a KeyboardInterrupt
+                done = sum(exists(rows_uri(path, trial_id(**t))) for t in grid.trials())
+                raise Interrupted(signals.signum, (
+                    f"stopped by {signal.Signals(signals.signum).name}: the rows of the {done} "
+                    f"finished trial(s) in {join(path, 'results')} are kept; continue with "
+                    f"`{again}`")) from None
+            finally:
+                signals.done()
+                if ours:   # also after an interrupted ray.init: its processes may have started
+                    ray.shutdown()
     return _summarize(spec, grid, path, finished)
+
+
+def _check(uri: str, previous: dict | None, spec: SweepSpec,
+           experiments: list[ExperimentConfig] | None, extend: bool) -> str | None:
+    """``sweeprecord.check`` of this run against ``previous``; the grid's hash."""
+    digest = None if experiments is None else sweep_hash(spec, experiments)
+    sweeprecord.check(uri, previous, to_dict(spec), digest,
+                      None if experiments is None else sweeprecord.cells(experiments), extend)
+    return digest
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT during a sweep; the message says what is kept and how to go on."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+class _Signals:
+    """SIGTERM and SIGINT raise ``Interrupted`` in the driver, once (a second one, while Ray
+    shuts down, is ignored), instead of Ray's handler (``sys.exit`` after a C++ stack dump) and
+    Tune's (which waits for trials to save). ``ray.init`` puts Ray's handler back: ``arm``
+    after it. ``done`` when Ray is being stopped anyway: later signals are then ignored."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> _Signals:
+        self.stopping, self.signum = False, signal.SIGINT
+        self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self.arm()
+        return self
+
+    def arm(self) -> None:
+        for s in self.SIGNALS:
+            signal.signal(s, self._handler)
+
+    def done(self) -> None:
+        self.stopping = True
+
+    def _handler(self, signum, frame):
+        for s in self.SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        if not self.stopping:
+            self.signum = signum
+            raise Interrupted(signum)
+
+    def __exit__(self, *_) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def _command(spec_path, address, storage, max_concurrent, smoke, data, trust_storage) -> str:
+    """The ``signbart sweep ... --resume`` that continues this run."""
+    args = ["signbart", "sweep", str(spec_path), "--resume"]
+    for flag, value in (("--address", address), ("--storage", storage), ("--data", data),
+                        ("--max-concurrent", max_concurrent)):
+        if value is not None:
+            args += [flag, str(value)]
+    args += ["--smoke"] * smoke + ["--trust-storage"] * trust_storage
+    return shlex.join(args)
 
 
 def fold_experiment(spec: SweepSpec, holdout: str, seed: int, variant: str | None = None,
