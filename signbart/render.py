@@ -189,8 +189,8 @@ def _legend(s: Summary) -> Section:
     return Section("Legend", table, "Each model's short label in this report and in every CSV "
                    "(variants.csv), with what it is. candidate: a kind that ships as a .tflite; "
                    "reference: the baseline (no .tflite) and the refit's keep-best partner, "
-                   "listed but never chosen. signers: 'all', or how many hold-outs have a row "
-                   "for every seed (a partial arm is kept out of the verdict and the means row).",
+                   "listed but never chosen. signers: 'all', or how many hold-outs and seeds have "
+                   "an ok row (a partial arm is kept out of the verdict and the means row).",
                    "variants.csv", table_id="legend")
 
 

@@ -240,6 +240,19 @@ def _check_out(out_dir: str, loaded: Loaded, overwrite: bool) -> list[str]:
     return []
 
 
+def _remove(out_dir: str, rels: list[str]) -> None:
+    """Delete the old report's files ``rels`` and the folders they leave empty."""
+    fs, root = filesystem(out_dir)
+    for rel in rels:
+        remove(join(out_dir, rel))
+    for d in sorted({"/".join(r.split("/")[:i]) for r in rels
+                     for i in range(1, r.count("/") + 1)}, key=len, reverse=True):
+        path = f"{root}/{d}"
+        if (fs.get_file_info(path).type == pafs.FileType.Directory
+                and not fs.get_file_info(pafs.FileSelector(path))):
+            fs.delete_dir(path)
+
+
 def _read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
     with fs.open_input_stream(path) as f:
@@ -300,8 +313,7 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
         paths.markdown = put("summary.md", render_markdown(s, pictures, command))
     if "html" in formats:
         paths.html = put("report.html", render_html(s, pictures, command))
-    for rel in sorted(set(previous) - set(written)):
-        remove(join(out_dir, rel))
+    _remove(out_dir, sorted(set(previous) - set(written)))
     write_json(join(out_dir, MANIFEST), {
         "format": 1, "inputs": list(inputs), "sweeps": _identity(loaded), "rebuild": command,
         "files": sorted(written + [MANIFEST])})

@@ -514,6 +514,7 @@ def _arms(rows: pd.DataFrame, ok: pd.DataFrame, per: pd.DataFrame, summary: pd.D
         judged = set(zip(mine.holdout[mine.inner_val_accuracy.notna()],
                          mine.seed[mine.inner_val_accuracy.notna()]))
         full = [h for h in holdouts if all((h, s) in done for s in seeds)]
+        seen = set(mine.holdout) & set(holdouts)
         p = per[per.model == a.model].set_index("holdout").top1
         mean, lo, hi = t_interval(p.to_numpy())
         by_seed = mine.groupby("seed").top1.mean()
@@ -521,7 +522,7 @@ def _arms(rows: pd.DataFrame, ok: pd.DataFrame, per: pd.DataFrame, summary: pd.D
         config = rows.config[rows.model == a.model].dropna()
         out.append({
             "role": "candidate" if a.model_kind in SHIPPING else "reference",
-            "n_signers": len(full), "n_signers_expected": len(holdouts),
+            "n_signers": len(seen), "n_signers_expected": len(holdouts),
             "n_seeds": mine.seed.nunique(), "n_seeds_expected": len(seeds),
             "full_coverage": len(full) == len(holdouts) > 0,
             "complete": cells > 0 and all((h, s) in judged for h in holdouts for s in seeds),
@@ -531,8 +532,11 @@ def _arms(rows: pd.DataFrame, ok: pd.DataFrame, per: pd.DataFrame, summary: pd.D
             "worst_signer": worst, "worst_top1": p.min() if len(p) else np.nan,
             "keypoints": _keypoints(config.iloc[0]) if len(config) else np.nan})
     arms = pd.concat([arms.reset_index(drop=True), pd.DataFrame(out)], axis=1)
-    arms["coverage"] = [f"{n}/{e} signers" if n < e else "all"
-                        for n, e in zip(arms.n_signers, arms.n_signers_expected)]
+    arms["coverage"] = [", ".join(filter(None, [
+        f"{n}/{e} signers" if n < e else "", f"{k}/{f} seeds" if k < f else ""]))
+        or ("all" if full else "some cells failed")
+        for n, e, k, f, full in zip(arms.n_signers, arms.n_signers_expected, arms.n_seeds,
+                                    arms.n_seeds_expected, arms.full_coverage)]
     dom = _dominated(arms)
     return arms.assign(dominated=dom.notna() & (dom != ""), dominated_by=dom.fillna(""))
 

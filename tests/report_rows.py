@@ -41,7 +41,8 @@ def confusion(top1: float, n: int, rng: np.random.Generator) -> list[list[int]]:
 
 
 def write_sweep(root: Path, name: str, holdouts, seeds=(42,), variants=VARIANTS,
-                arms=ARMS, ablation: str = "", done=None, seed_noise: float = 0.01) -> Path:
+                arms=ARMS, ablation: str = "", done=None, seed_noise: float = 0.01,
+                confusions: bool = True) -> Path:
     """``root/name``: results/<trial>.parquet for the trials in ``done`` (default: all) and a
     format-2 sweep.json listing every trial of holdouts × seeds × variants."""
     folder = root / name
@@ -68,7 +69,7 @@ def write_sweep(root: Path, name: str, holdouts, seeds=(42,), variants=VARIANTS,
                         "model_kind": kind, "top1": top1, "top5": min(1.0, top1 + 0.05),
                         "macro_f1": top1 - 0.01, "n_test": 100,
                         "labels": CLASSES, "glosses": [f"g{c}" for c in CLASSES],
-                        "confusion": confusion(top1, 10, rng),
+                        "confusion": confusion(top1, 10, rng) if confusions else None,
                         "per_class_acc": [top1] * len(CLASSES),
                         "inner_val_accuracy": 0.85 + di + VARIANT_SHIFT.get(v, (0.0, 0.0))[1] + 0.01 * i,
                         "model_bytes": size, "params": 37_000 if kind == "baseline" else 700_000,
