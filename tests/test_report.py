@@ -398,29 +398,50 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
         capture_output=True, text=True, timeout=120, check=True)
 
 
-# Appended to a copy of the page only: after load, lists every image's decoded width.
+
+
+# Appended to a copy of the page only: after load, lists every image's decoded width and
+# every table-of-contents link whose target is missing.
 PROBE = """<script>addEventListener("load", () => { const p = document.createElement("pre");
-p.id = "probe"; p.textContent = JSON.stringify([...document.images].map(i => i.naturalWidth));
+p.id = "probe"; p.textContent = JSON.stringify({images: [...document.images].map(
+i => i.naturalWidth), dangling: [...document.querySelectorAll("#toc a")].filter(
+a => !document.getElementById(a.hash.slice(1))).map(a => a.hash)});
 document.body.append(p); });</script>"""
 
 
 @pytest.mark.slow
-def test_html_renders_in_headless_chromium(built, tmp_path):
+def test_html_renders_in_headless_chromium(tmp_path):
+    """A report built here, with a verdict: its page opens with the verdict, every contents
+    link lands, every image decodes, and it fits in a browser window."""
+    from report_rows import write_sweep
+
     chromium = _chromium()
+    signers = ["u1", "u2", "u3"]
+    write_sweep(tmp_path / "st", "nested", signers)
+    write_sweep(tmp_path / "st", "extra", signers[:2], variants=("arabic-asl-65kpts-framed",),
+                arms={("fp32", "signbart"): (0.0, 0.0, 2_860_000, 0.39)})
+    built = report.build_report([str(tmp_path / "st" / n) for n in ("nested", "extra")],
+                                str(tmp_path / "out"))
+    verdict = json.loads(Path(built.verdict).read_text())["model"]
     page = Path(built.html).read_text()
-    assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: nothing fetched
-    probe = tmp_path / "probe.html"
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from the web
+    probe = tmp_path / "out" / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
     dom = _headless(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom",
                     probe.as_uri()).stdout
+    body = dom[dom.index("<body>"):]
+    assert body.index('<section id="verdict">') < body.index('<nav id="toc">') < body.index(
+        "<h2") and f"Verdict: ship {verdict} (" in body
+    assert "Rule: Among the arms that ship a .tflite" in body
+    found = json.loads(re.search(r'<pre id="probe">([^<]*)</pre>', dom).group(1))
+    assert found["dangling"] == [] and body.count('<a href="#') >= 10
+    n_png = len([p for p in built.images if p.endswith(".png")])
+    assert len(found["images"]) == n_png and all(w > 200 for w in found["images"]), found
     grid = re.search(r'<table[^>]*id="signer-grid".*?</table>', dom, re.DOTALL).group(0)
-    assert grid.count("</tr>") == 1 + 2 + 2  # header; hold-outs A, B; mean, worst
-    assert dom.index('id="signer-grid"') < dom.index("<h2>Paired comparisons</h2>")
-    for title in ("Signer × model grid", "Accuracy", "SignBART vs baseline",
-                  "Augmentation ablation", "Failures"):
-        assert f"<h2>{title}</h2>" in dom
-    widths = json.loads(re.search(r'<pre id="probe">([^<]*)</pre>', dom).group(1))
-    assert len(widths) == len(built.images) and all(w > 200 for w in widths), widths
+    assert grid.count("</tr>") == 1 + 3 + 2  # header; hold-outs; mean, worst
+    assert "framed fp32 (2/3 signers)" in grid
+    for link in re.findall(r'href="(confusion/[^"]+)"', page):
+        assert (tmp_path / "out" / link).is_file(), link
     shot = tmp_path / "page.png"
     _headless(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400",
               Path(built.html).resolve().as_uri())
