@@ -103,11 +103,9 @@ def verdict_lines(s: Summary) -> list[str]:
            f"Against the baseline ({v['baseline'] or 'none in the rows'}): "
            f"{_pts(v['vs_baseline'], v['vs_baseline_ci'])}.",
            f"Size {v['size_mb']:.2f} MB, latency {v['latency_ms']:.2f} ms (p50, one thread); "
-           + (f"{a.quant} vs its fp32: {_pts(v['vs_fp32'], v['vs_fp32_ci'])}; "
-              if v["vs_fp32"] is not None else "")
-           + (f"INT8 cost vs FP32 ({v['int8_model']}): "
+           + (f"INT8 cost vs FP32 ({v['int8_model']} against its fp32): "
               f"{_pts(v['int8_vs_fp32'], v['int8_vs_fp32_ci'])}."
-              if v["int8_model"] else "INT8 cost vs FP32: no int8 arm of this model ran."),
+              if v["int8_model"] else "INT8 cost vs FP32: no quantised arm of this model ran."),
            _distinguishable(s),
            f"Intervals: {v['ci_method']}."]
     return out
@@ -117,9 +115,8 @@ def _distinguishable(s: Summary) -> str:
     v, p = s.verdict, s.paired
     said = [(f"its difference from the baseline ({_pts(v['vs_baseline'], v['vs_baseline_ci'])})",
              v["vs_baseline_distinguishable"]),
-            (f"its {s.arms.set_index('model').at[v['model'], 'quant']} cost vs fp32",
-             v["vs_fp32_distinguishable"]),
-            ("the INT8 cost", v["int8_vs_fp32_distinguishable"])]
+            (f"the INT8 cost ({_pts(v['int8_vs_fp32'], v['int8_vs_fp32_ci'])})",
+             v["int8_vs_fp32_distinguishable"])]
     yes = [w for w, d in said if d is True]
     no = [w for w, d in said if d is False]
     return (f"Distinguishable from zero (its {CONFIDENCE:.0%} t-interval over signers excludes "

@@ -164,7 +164,7 @@ def paired_test(diff) -> dict:
     out = {"n_signers": len(d), "delta_mean": mean, "ci_low": lo, "ci_high": hi,
            "t_p": np.nan, "wilcoxon_p": np.nan}
     if len(d) > 1:
-        out["t_p"] = (float(stats.ttest_1samp(d, 0.0).pvalue) if np.ptp(d) > 0
+        out["t_p"] = (float(stats.ttest_1samp(d, 0.0).pvalue) if np.ptp(d) > 1e-12
                       else float(d[0] == 0))  # equal differences: the interval is the point
     if np.any(d != 0):
         out["wilcoxon_p"] = float(stats.wilcoxon(d).pvalue)  # zero differences dropped
@@ -622,6 +622,18 @@ def _ci(r) -> list | None:
     return None if r is None or pd.isna(r.ci_low) else [float(r.ci_low), float(r.ci_high)]
 
 
+def _int8_cost(paired: pd.DataFrame, arm: pd.Series, model: str) -> pd.Series | None:
+    """The INT8 cost of the verdict: its own difference from its fp32 when it is quantised,
+    else that of the same model's int8, ptq or qat arm (the first that ran)."""
+    q = paired[(paired.comparison == "quant vs fp32") & (paired.variant == arm.variant)
+               & (paired.model_kind == arm.model_kind)
+               & (paired.augment_setting == arm.augment_setting)]
+    for pick in [q[q.model == model]] + [q[q.quant == x] for x in ("int8", "ptq", "qat")]:
+        if len(pick):
+            return pick.iloc[0]
+    return None
+
+
 def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
              model: str, candidates: pd.DataFrame) -> dict:
     out = {"model": model or None, "rule": VERDICT_RULE, "ci_method": CI_METHOD,
@@ -639,12 +651,8 @@ def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
         return p.iloc[0] if len(p) else None
 
     vb = compared(["verdict vs baseline", "kind vs baseline"])
-    vq = compared(["quant vs fp32"])
     base = per[per.model == vb.versus].set_index("holdout").top1 if vb is not None else {}
-    int8 = paired[(paired.comparison == "quant vs fp32") & (paired.quant == "int8")
-                  & (paired.variant == a.variant) & (paired.model_kind == a.model_kind)
-                  & (paired.augment_setting == a.augment_setting)]
-    i8 = int8.iloc[0] if len(int8) else None
+    i8 = _int8_cost(paired, a, model)
     out.update({
         "inner_val_accuracy": _f(a.inner_val_accuracy), "mean": _f(a.mean_top1),
         "mean_ci": [_f(a.mean_ci_low), _f(a.mean_ci_high)],
@@ -655,9 +663,8 @@ def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
         "worst_signer": str(a.worst_signer), "worst": _f(a.worst_top1),
         "vs_baseline": None if vb is None else _f(vb.delta_mean), "vs_baseline_ci": _ci(vb),
         "vs_baseline_distinguishable": None if vb is None else bool(vb.distinguishable),
-        "vs_fp32": None if vq is None else _f(vq.delta_mean), "vs_fp32_ci": _ci(vq),
-        "vs_fp32_distinguishable": None if vq is None else bool(vq.distinguishable),
         "int8_model": None if i8 is None else i8.model,
+        "int8_quant": None if i8 is None else i8.quant,
         "int8_vs_fp32": None if i8 is None else _f(i8.delta_mean), "int8_vs_fp32_ci": _ci(i8),
         "int8_vs_fp32_distinguishable": None if i8 is None else bool(i8.distinguishable),
         "size_mb": _f(a.size_mb), "latency_ms": _f(a.latency_ms_p50),

@@ -197,3 +197,26 @@ def test_out_holding_another_report_needs_overwrite_which_removes_its_files(two_
     written = json.loads((out / "report.json").read_text())["files"]
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
                   and p.name != "notes.txt") == sorted(written)
+
+
+@pytest.mark.slow
+def test_a_9_signer_15_arm_report_fits_in_1_5_mb(tmp_path):
+    """The shape of reports/mlr511: 2 variants × 7 arms on 9 signers, 10 classes, and a
+    4-signer arm from a second sweep."""
+    signers = [f"user{i:02d}" for i in range(1, 10)]
+    write_sweep(tmp_path, "nested", signers)
+    write_sweep(tmp_path, "published", signers[:4], variants=("arabic-asl-65kpts-framed",),
+                arms={("fp32", "signbart"): (0.0, 0.0, 2_860_000, 0.39)})
+    paths = report.build_report([str(tmp_path / "nested"), str(tmp_path / "published")],
+                                str(tmp_path / "out"))
+    assert Path(paths.html).stat().st_size <= 1.5e6
+    arms = pd.read_csv(tmp_path / "out" / "variants.csv").set_index("model")
+    assert len(arms) == 15 and arms.at["framed fp32", "coverage"] == "4/9 signers"
+    v = json.loads(Path(paths.verdict).read_text())
+    assert not arms.at[v["model"], "dominated"] and v["n_signers"] == 9
+    per = pd.Series(v["per_signer"])
+    lo, hi = stats.t.interval(0.95, 8, loc=per.mean(), scale=stats.sem(per))
+    assert v["mean_ci"][1] - v["mean_ci"][0] >= 0.9 * (hi - lo)
+    page = Path(paths.html).read_text()
+    assert page.count("<img") == 5 + 15  # grid, 3 charts, frontier; one matrix per model
+    assert "framed fp32 (4/9 signers)" in page
