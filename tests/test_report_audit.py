@@ -199,6 +199,19 @@ def test_out_holding_another_report_needs_overwrite_which_removes_its_files(two_
                   and p.name != "notes.txt") == sorted(written)
 
 
+def test_out_may_be_a_uri_and_rebuild_from_its_rows(tmp_path, monkeypatch):
+    """Outputs go through storage's URIs: no local folder named after the scheme."""
+    monkeypatch.chdir(tmp_path)
+    sweep(tmp_path)
+    out = (tmp_path / "out").as_uri()
+    first = report.build_report([(tmp_path / "sw").as_uri()], out, formats=("csv",))
+    assert not list(tmp_path.glob("file*")) and (tmp_path / "out" / "verdict.json").is_file()
+    assert first.rows[-1] == f"{out}/rows/sw/sweep.json"
+    again = report.build_report([f"{out}/rows/sw"], out, formats=("csv",))
+    assert (Path(again.csv["variants"][len("file://"):]).read_text()
+            == Path(first.csv["variants"][len("file://"):]).read_text())
+
+
 @pytest.mark.slow
 def test_a_9_signer_15_arm_report_fits_in_1_5_mb(tmp_path):
     """The shape of reports/mlr511: 2 variants × 7 arms on 9 signers, 10 classes, and a
