@@ -54,7 +54,8 @@ class Folder:
 
 @dataclasses.dataclass
 class Loaded:
-    rows: pd.DataFrame           # every row, + source_file (<name>/results/<file>) and folder
+    rows: pd.DataFrame           # every row, + source_file (<name>/results/<file>, its place
+                                 # under OUT/rows/, so the same on a rebuild) and folder
     folders: dict[str, Folder]   # folder uri -> Folder
     files: dict[str, str]        # source_file -> the file's uri
 
@@ -110,7 +111,7 @@ def load(inputs: list[str]) -> Loaded:
             name = next(n for n in [name] + [f"{name}-{i}" for i in range(2, 999)]
                         if n not in taken)
             folders[folder] = Folder(folder, name, sj)
-        rel = f"{folders[folder].name}/{f[len(folder):].lstrip('/')}"
+        rel = f"{folders[folder].name}/results/{f.rsplit('/', 1)[-1]}"  # as under OUT/rows/
         if f in files.values():
             continue
         files[rel] = f
@@ -292,9 +293,7 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
         return uri
 
     for rel in used:  # the rows travel with the report, as sweep folders
-        name, inner = rel.split("/", 1)
-        paths.rows.append(put(f"{ROWS}/{name}/results/{inner.rsplit('/', 1)[-1]}",
-                              _read_bytes(loaded.files[rel])))
+        paths.rows.append(put(f"{ROWS}/{rel}", _read_bytes(loaded.files[rel])))
     for f in loaded.folders.values():
         if f.sweep_json is not None:
             paths.rows.append(put(f"{ROWS}/{f.name}/sweep.json",

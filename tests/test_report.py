@@ -484,3 +484,13 @@ def test_inner_validation_table_lists_each_trials_judges_and_choices(tmp_path):
          "inner_best_epoch": 30, "ensemble_weight": 0.4}]
     md = Path(report.build_report([str(tmp_path / "s")], str(tmp_path / "out")).markdown).read_text()
     assert "## Inner validation" in md and "Mean inner accuracy per variant: v 0.850." in md
+
+
+def test_rebuilt_from_its_own_rows_every_table_is_the_same(storage, tmp_path):
+    out = tmp_path / "out"
+    first = report.build_report([str(storage)], str(out), formats=("csv",))
+    tables = {n: Path(p).read_text() for n, p in first.csv.items()}
+    assert "duplicates" in tables and "s1/results/A0-old.parquet" in tables["duplicates"]
+    report.build_report([str(out / "rows" / "s1"), str(out / "rows" / "s2")], str(out),
+                        formats=("csv",))
+    assert {n: (out / f"{n}.csv").read_text() for n in tables} == tables
