@@ -188,7 +188,7 @@ def _legend(s: Summary) -> Section:
                    "reference: the baseline (no .tflite) and the refit's keep-best partner, "
                    "listed but never chosen. signers: 'all', or how many hold-outs and seeds have "
                    "an ok row (a partial arm is kept out of the verdict and the means row).",
-                   "variants.csv", table_id="legend")
+                   "variants.csv", table_id="legend-table")
 
 
 def _models(s: Summary) -> Section:
@@ -219,7 +219,8 @@ def _models(s: Summary) -> Section:
         + "Size: the .tflite file (the baseline: its float32 weights); latency: the "
         "single-thread median the trial measured. dominated: another complete candidate has "
         "no lower inner-val accuracy, is no larger and no slower, and is better in one; – for "
-        "partial and reference arms.", "variants.csv", pictures="frontier", table_id="models")
+        "partial and reference arms.", "variants.csv", pictures="frontier",
+        table_id="models-table")
 
 
 def _paired_section(s: Summary) -> Section:

@@ -400,12 +400,13 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
 
 
 
-# Appended to a copy of the page only: after load, lists every image's decoded width and
-# every table-of-contents link whose target is missing.
+# Appended to a copy of the page only: after load, lists every image's decoded width, every
+# table-of-contents link whose target is missing, and every element id.
 PROBE = """<script>addEventListener("load", () => { const p = document.createElement("pre");
 p.id = "probe"; p.textContent = JSON.stringify({images: [...document.images].map(
 i => i.naturalWidth), dangling: [...document.querySelectorAll("#toc a")].filter(
-a => !document.getElementById(a.hash.slice(1))).map(a => a.hash)});
+a => !document.getElementById(a.hash.slice(1))).map(a => a.hash), ids: [
+...document.querySelectorAll("[id]")].map(e => e.id)});
 document.body.append(p); });</script>"""
 
 
@@ -435,6 +436,7 @@ def test_html_renders_in_headless_chromium(tmp_path):
     assert "Rule: Among the arms that ship a .tflite" in body
     found = json.loads(re.search(r'<pre id="probe">([^<]*)</pre>', dom).group(1))
     assert found["dangling"] == [] and body.count('<a href="#') >= 10
+    assert len(found["ids"]) == len(set(found["ids"])), found["ids"]  # every id once
     n_png = len([p for p in built.images if p.endswith(".png")])
     assert len(found["images"]) == n_png and all(w > 200 for w in found["images"]), found
     grid = re.search(r'<table[^>]*id="signer-grid".*?</table>', dom, re.DOTALL).group(0)
