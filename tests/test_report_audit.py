@@ -199,6 +199,20 @@ def test_out_holding_another_report_needs_overwrite_which_removes_its_files(two_
                   and p.name != "notes.txt") == sorted(written)
 
 
+def test_cli_refuses_another_reports_folder_in_one_sentence(tmp_path, capsys):
+    one, two = sweep(tmp_path, "one"), sweep(tmp_path, "two")
+    out = str(tmp_path / "out")
+    assert cli.main(["report", str(one), "--out", out, "--format", "csv"]) == 0
+    capsys.readouterr()
+    assert cli.main(["report", str(two), "--out", out, "--format", "csv"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"signbart report: error: {out}: holds a report of one, not of these inputs; "
+                   "pass --overwrite to replace it (its files are removed)\n")
+    assert cli.main(["report", str(two), "--out", out, "--format", "csv", "--overwrite"]) == 0
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["sweeps"] == [
+        ["two", "hash-two"]]
+
+
 def test_out_may_be_a_uri_and_rebuild_from_its_rows(tmp_path, monkeypatch):
     """Outputs go through storage's URIs: no local folder named after the scheme."""
     monkeypatch.chdir(tmp_path)
