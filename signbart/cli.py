@@ -152,7 +152,8 @@ def cmd_sweep(a) -> int:
 def cmd_report(a) -> int:
     from signbart.report import build_report
 
-    paths = build_report(a.results, a.out, formats=tuple(_csv_list(a.format)))
+    paths = build_report(a.results, a.out, formats=tuple(_csv_list(a.format)),
+                         overwrite=a.overwrite)
     print(f"report: {paths.html if getattr(paths, 'html', None) else a.out}")
     return 0
 
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("results", nargs="+", help="sweep storage dirs, results/ folders or .parquet")
     s.add_argument("--out", default="reports/latest", help="report directory")
     s.add_argument("--format", default="md,csv,html", help="comma list of md, csv, html")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace a report of other sweeps in --out (removes its files)")
     s.set_defaults(func=cmd_report)
     return p
 

@@ -1,7 +1,8 @@
-"""The report as pages: Markdown (``summary.md``) and one self-contained HTML file.
+"""The report as pages: Markdown (``summary.md``) and HTML (``report.html``).
 
-Formatting only: every number comes from ``signbart.report.summarize`` and every picture from
-``signbart.report.draw``. Sections are built once and written by both renderers, so the two
+Formatting only: every number comes from ``signbart.summary.summarize`` and every picture from
+``signbart.plots.draw``. Both pages open with the verdict, then what is wrong with the inputs,
+then a table of contents; sections are built once and written by both renderers, so the two
 pages always say the same thing.
 """
 
@@ -10,20 +11,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import re
 
 import pandas as pd
 
-from signbart.report import (
-    ALPHA,
-    CONFIDENCE,
-    GRID_ROWS,
-    METRICS,
-    Picture,
-    Summary,
-    signer_grid,
-    sweep_names,
-)
+from signbart.plots import Picture, slug
 from signbart.results import CELL_KEYS
+from signbart.summary import CONFIDENCE, GRID_ROWS, METRICS, Summary, signer_grid
 
 
 @dataclasses.dataclass
@@ -36,6 +30,11 @@ class Section:
     csv: str = ""        # the CSV holding the full table, named when Markdown cuts it short
     pictures: str = ""   # Picture.group shown under the table
     table_id: str = ""   # the HTML table's id
+
+    @property
+    def anchor(self) -> str:
+        """GitHub's heading anchor, also the HTML heading's id."""
+        return re.sub(r"[^\w\- ]", "", self.title.lower()).replace(" ", "-")
 
 
 MD_MAX_ROWS = 60     # longer tables are cut in summary.md (the CSV has them all)
@@ -67,36 +66,109 @@ def _last_line(error: str, width: int = 200) -> str:
     return (lines[-1] if lines else "")[:width]
 
 
-def _labels(df: pd.DataFrame) -> pd.DataFrame:
-    """GROUP columns as shown: kind and augment only when they tell rows apart."""
-    out = pd.DataFrame({"variant": df.variant, "quant": df.quant})
-    if "model_kind" in df and df.model_kind.nunique() > 1:
-        out["kind"] = df.model_kind
-    if "augment_setting" in df and df.augment_setting.fillna("").ne("").any():
-        out["augment"] = df.augment_setting
-    return out
-
-
 def _pct(x, digits: int = 1) -> str:
-    return "–" if pd.isna(x) else f"{100 * x:.{digits}f}"
+    return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}"
 
 
 def _ci(lo, hi) -> str:
-    return "" if pd.isna(lo) else f"[{_pct(lo)}, {_pct(hi)}]"
+    return "" if lo is None or pd.isna(lo) else f"[{_pct(lo)}, {_pct(hi)}]"
 
+
+def _pts(d, ci) -> str:
+    return "–" if d is None else f"{100 * d:+.1f} points {_ci(*(ci or [None, None]))}".strip()
+
+
+# ------------------------------------------------------------------------------ the verdict
+
+def verdict_lines(s: Summary) -> list[str]:
+    """The verdict as sentences, in the order a reviewer asks: what ships and why, how well,
+    on its worst signer, against the baseline, at what cost, and what the data can tell."""
+    v = s.verdict
+    if not v.get("model"):
+        return [f"No verdict: {v['reason']}.", f"Rule: {v['rule']}"]
+    a = s.arms.set_index("model").loc[v["model"]]
+    kind = a.model_kind + (f", ablation arm {a.augment_setting}" if a.augment_setting else "")
+    tied = [m for m in v["tied"] if m != v["model"]]
+    seeds = f"{v['n_seeds']} seed{'s' if v['n_seeds'] > 1 else ''}"
+    spread = ("" if v.get("seed_std") is None
+              else f"; seed spread ± {_pct(v['seed_std'])} points (std over seeds of the mean "
+                   "over signers)")
+    out = [f"Verdict: ship {v['model']} ({a.variant}, {a.quant}, {kind}).",
+           f"Rule: {v['rule']}",
+           f"Its mean inner-validation accuracy is {_pct(v['inner_val_accuracy'])} %"
+           + (f" (tied with {', '.join(tied)})." if tied else "."),
+           f"Held-out top-1: {_pct(v['mean'])} % {_ci(*v['mean_ci'])} over {v['n_signers']} "
+           f"signers and {seeds}{spread}; worst signer {v['worst_signer']}: {_pct(v['worst'])} "
+           "%.",
+           f"Against the baseline ({v['baseline'] or 'none in the rows'}): "
+           f"{_pts(v['vs_baseline'], v['vs_baseline_ci'])}.",
+           f"Size {v['size_mb']:.2f} MB, latency {v['latency_ms']:.2f} ms (p50, one thread); "
+           + (f"INT8 cost vs FP32 ({v['int8_model']} against its fp32): "
+              f"{_pts(v['int8_vs_fp32'], v['int8_vs_fp32_ci'])}."
+              if v["int8_model"] else "INT8 cost vs FP32: no quantised arm of this model ran."),
+           _distinguishable(s),
+           f"Intervals: {v['ci_method']}."]
+    return out
+
+
+def _distinguishable(s: Summary) -> str:
+    v, p = s.verdict, s.paired
+    said = [(f"its difference from the baseline ({_pts(v['vs_baseline'], v['vs_baseline_ci'])})",
+             v["vs_baseline_distinguishable"]),
+            (f"the INT8 cost ({_pts(v['int8_vs_fp32'], v['int8_vs_fp32_ci'])})",
+             v["int8_vs_fp32_distinguishable"])]
+    yes = [w for w, d in said if d is True]
+    no = [w for w, d in said if d is False]
+    return (f"Distinguishable from zero (its {CONFIDENCE:.0%} t-interval over signers excludes "
+            f"0): {'; '.join(yes) or 'nothing about this model'}; not distinguishable: "
+            f"{'; '.join(no) or 'nothing'}; of all {len(p)} paired comparisons, "
+            f"{int(p.distinguishable.sum())} are distinguishable (Paired comparisons).")
+
+
+def _warnings(s: Summary) -> list[str]:
+    """What a reader must know before trusting a number: synthetic data, rows left out,
+    unfinished sweeps and grids the report cannot check."""
+    out = []
+    if s.synthetic_rows:
+        out.append(f"Synthetic data: {s.synthetic_rows} of {len(s.rows)} rows come from a "
+                   "dataset whose dataset.json says synthetic: true. Their accuracies show that "
+                   "the pipeline works, not how well real signs are recognised.")
+    r = s.audit.rejected
+    if len(r):
+        files = r.groupby("file").rows.sum()
+        reasons = "; ".join(f"{f}: {w}" for f, w in
+                            r.drop_duplicates("file")[["file", "reason"]].itertuples(index=False))
+        out.append(f"Rejected: {int(files.sum())} rows in {len(files)} files do not belong to "
+                   f"their folder's sweep.json and are left out of every table ({reasons}; all "
+                   "in rejected.csv).")
+    g = s.audit.grids
+    for x in g.itertuples() if len(g) else []:
+        if x.grid == "known" and x.missing_cells:
+            out.append(f"Unfinished: sweep {x.sweep} has rows for {x.trials_with_rows} of its "
+                       f"{x.trials} trials; {x.missing_cells} cells of its grid are missing "
+                       "(missing.csv).")
+        elif x.grid != "known":
+            out.append(f"Grid unknown for {x.sweep} ({x.grid.split(': ', 1)[1]}): its missing "
+                       "cells cannot be listed and its rows cannot be checked.")
+    return out
+
+
+# ------------------------------------------------------------------------------ sections
 
 def _grid_table(s: Summary) -> pd.DataFrame:
-    """The signer grid as text, in %: "value [low, high]"; ▼ marks each model's worst signer."""
+    """The signer grid as text, in %: "value [low, high]"; ▼ marks each arm's worst signer."""
     g = signer_grid(s.signers)
+    cov = dict(zip(s.arms.model, s.arms.coverage))
     cells = pd.DataFrame("", index=g["top1"].index, columns=g["top1"].columns)
     for h in cells.index:
         for m in cells.columns:
             v = g["top1"].at[h, m]
             who = f"{g['signer'].at[h, m]}: " if h == "worst" else ""
             mark = " ▼" if h not in GRID_ROWS and g["signer"].at["worst", m] == h else ""
-            cells.at[h, m] = ("" if pd.isna(v) else
+            cells.at[h, m] = ("partial" if pd.isna(v) and h == "mean" else "" if pd.isna(v) else
                               f"{who}{_pct(v)} {_ci(g['ci_low'].at[h, m], g['ci_high'].at[h, m])}"
                               .strip() + mark)
+    cells.columns = [m if cov[m] == "all" else f"{m} ({cov[m]})" for m in cells.columns]
     return cells.rename_axis(index="signer", columns=None).reset_index()
 
 
@@ -106,74 +178,84 @@ def _seed_count(s: Summary) -> str:
     return f"{'/'.join(map(str, seeds)) or '?'} seed{'' if seeds == [1] else 's'}"
 
 
-def _grid_note(s: Summary) -> str:
-    variants = s.rows.variant.unique()
-    columns = (f"quant and model kind (variant {variants[0]})" if len(variants) == 1
-               else "variant, quant and model kind")
-    return (f"Top-1 in % on each held-out signer, over {_seed_count(s)}, "
-            f"with a {CONFIDENCE:.0%} Wilson score interval on the clips pooled over seeds "
-            "(a seed's pass over a clip counts as one trial, so seed-to-seed spread is not in "
-            "it). mean: the mean of the signers' values, interval on every clip pooled; worst: "
-            f"the lowest signer (▼ in its column). Columns: {columns}; failed cells are left "
-            "out, never counted as zero. Also in signers.csv.")
+def _legend(s: Summary) -> Section:
+    a = s.arms
+    table = pd.DataFrame({"model": a.model, "variant": a.variant, "quant": a.quant,
+                          "model kind": a.model_kind, "ablation arm": a.augment_setting,
+                          "role": a.role, "signers": a.coverage})
+    return Section("Legend", table, "Each model's short label in this report and in every CSV "
+                   "(variants.csv), with what it is. candidate: a kind that ships as a .tflite; "
+                   "reference: the baseline (no .tflite) and the refit's keep-best partner, "
+                   "listed but never chosen. signers: 'all', or how many hold-outs and seeds have "
+                   "an ok row (a partial arm is kept out of the verdict and the means row).",
+                   "variants.csv", table_id="legend-table")
 
 
-def _paired_sentence(p: pd.DataFrame) -> str:
-    if p.empty:
-        return "Nothing pairs: no quant mode next to fp32 and no model next to a baseline."
+def _models(s: Summary) -> Section:
+    a = s.arms
+    verdict = s.verdict.get("model")
+    several_seeds = (a.n_seeds > 1).any()
+    table = pd.DataFrame({
+        "model": [m + (" ★" if m == verdict else "") for m in a.model],
+        "signers": a.coverage, "role": a.role,
+        "inner-val %": a.inner_val_accuracy.map(_pct),
+        "held-out top-1 %": [f"{_pct(m)} {_ci(lo, hi)}".strip() if full else f"({_pct(m)})"
+                             for m, lo, hi, full in zip(a.mean_top1, a.mean_ci_low,
+                                                        a.mean_ci_high, a.full_coverage)],
+        **({"seed spread": a.seed_std.map(_pct)} if several_seeds else {}),
+        "worst signer": [f"{w}: {_pct(t)}" for w, t in zip(a.worst_signer, a.worst_top1)],
+        "keypoints": a.keypoints.map(_si), "FLOPs": a.flops.map(_si),
+        "size MB": [_pm(x, None, 2) + ("" if src == "tflite" else " (weights)")
+                    for x, src in zip(a.size_mb, a.size_source)],
+        "latency ms": [_pm(x, None, 2) for x in a.latency_ms_p50],
+        "dominated": ["–" if not c or r != "candidate" else f"by {b}" if b else "no"
+                      for c, r, b in zip(a.complete, a.role, a.dominated_by)]})
+    return Section(
+        "Models", table, "★ the verdict. inner-val: mean over the arm's trials of the accuracy "
+        "on the inner-validation signers (the only figure the verdict ranks by; a quant mode "
+        "carries its FP32 model's). held-out top-1: mean over signers with its "
+        f"{CONFIDENCE:.0%} t-interval over signers; in parentheses for a partial arm. "
+        + ("seed spread: std over seeds of the mean over signers. " if several_seeds else "")
+        + "Size: the .tflite file (the baseline: its float32 weights); latency: the "
+        "single-thread median the trial measured. dominated: another complete candidate has "
+        "no lower inner-val accuracy, is no larger and no slower, and is better in one; – for "
+        "partial and reference arms.", "variants.csv", pictures="frontier",
+        table_id="models-table")
 
-    def name(r):
-        return f"{r.model} vs {r.versus} ({100 * r.delta_mean:+.1f} points)"
 
-    yes = [name(r) for r in p.itertuples() if r.distinguishable]
-    no = [name(r) for r in p.itertuples() if not r.distinguishable]
-    rule = (f"its {CONFIDENCE:.0%} bootstrap interval excludes 0 and Wilcoxon's p < "
-            f"{ALPHA:.2g}")
-    return (f"Distinguishable from zero ({rule}): {'; '.join(yes) or 'none'}. "
-            f"Not distinguishable: {'; '.join(no) or 'none'}.")
+def _paired_section(s: Summary) -> Section:
+    p = s.paired
+    return Section("Paired comparisons", pd.DataFrame({
+        "model": p.model, "versus": p.versus, "comparison": p.comparison,
+        "signers": p.n_signers, "top1 %": p.top1.map(_pct),
+        "versus top1 %": p.versus_top1.map(_pct),
+        "Δ points": [f"{100 * d:+.2f}" for d in p.delta_mean],
+        f"{CONFIDENCE:.0%} CI": [_ci(lo, hi) for lo, hi in zip(p.ci_low, p.ci_high)],
+        "t-test p": p.t_p.map(lambda x: "–" if pd.isna(x) else f"{x:.3g}"),
+        "Wilcoxon p": p.wilcoxon_p.map(lambda x: "–" if pd.isna(x) else f"{x:.3g}"),
+        "≠ 0": p.distinguishable.map({True: "yes", False: "no"})}),
+        "Every quant mode against its fp32, every model kind against the baseline at the same "
+        "quant, and the verdict's model against its variant's baseline. Paired by signer: "
+        "the difference on each hold-out and seed, averaged over the signer's seeds. Δ: the "
+        f"mean over signers; CI: the {CONFIDENCE:.0%} t-interval over signers; ≠ 0 when it "
+        "excludes 0, which is exactly the paired t-test's p < 0.05. Wilcoxon's signed-rank p "
+        "is a second opinion (it never decides; – when every difference is 0).", "paired.csv")
 
 
 def _first_sections(s: Summary) -> list[Section]:
-    """What a LOSO reader looks for first: each signer under each model, then the paired
-    differences, then the variant comparison when there is one."""
-    out = []
+    """What a LOSO reader looks for first: the legend, each signer under each model, the
+    models' inner and held-out figures, then the paired differences."""
+    out = [_legend(s)]
     if not s.signers.empty:
-        out.append(Section("Signer × model grid", _grid_table(s), _grid_note(s), "signers.csv",
-                           pictures="grid", table_id="signer-grid"))
-    p = s.paired
-    out.append(Section("Paired comparisons", p[["model", "versus"]].assign(**{
-        "pairs": p.n_pairs, "top1 %": p.top1.map(_pct), "versus top1 %": p.versus_top1.map(_pct),
-        "Δ points": [f"{100 * d:+.2f}" for d in p.delta_mean],
-        f"{CONFIDENCE:.0%} CI": [_ci(lo, hi) for lo, hi in zip(p.ci_low, p.ci_high)],
-        "Wilcoxon p": p.wilcoxon_p.map(lambda x: "–" if pd.isna(x) else f"{x:.3g}"),
-        "≠ 0": p.distinguishable.map({True: "yes", False: "no"})}),
-        "Every quant mode against fp32 and every model kind against the baseline, paired by "
-        "variant, hold-out and seed. Δ: mean paired difference in top-1 points; CI: "
-        "percentile bootstrap over the pairs; p: Wilcoxon signed-rank test (scipy; zero "
-        "differences dropped, – when every pair is equal). " + _paired_sentence(p),
-        "paired.csv"))
-    if not s.variants.empty:
-        v = s.variants
-        out.append(Section("Keypoint variants × quantisation", pd.DataFrame({
-            "model": v.model, "keypoints": v.keypoints.map(_si),
-            "mean top1 %": [f"{_pct(m)} {_ci(lo, hi)}".strip()
-                            for m, lo, hi in zip(v.mean_top1, v.mean_ci_low, v.mean_ci_high)],
-            "worst signer": [f"{w}: {_pct(t)}" for w, t in zip(v.worst_signer, v.worst_top1)],
-            "FLOPs": v.flops.map(_si),
-            "size MB": [_pm(x, None, 2) + ("" if src == "tflite" else " (weights)")
-                        for x, src in zip(v.size_mb, v.size_source)],
-            "latency p50 ms": [_pm(x, None, 2) for x in v.latency_ms_p50],
-            "dominated": ["–" if pd.isna(a) else ", ".join(
-                k for k, d in (("size", a), ("latency", b)) if pd.notna(d) and d) or "no"
-                for a, b in zip(v.dominated_size, v.dominated_latency)]}),
-            f"Mean over hold-outs ({_seed_count(s)} per hold-out) with its Wilson interval, and "
-            "the worst signer. FLOPs of one clip at the model's fixed frame count; size of the "
-            ".tflite file (the baseline: its float32 weights); latency: the single-thread median "
-            "the trial measured. Dominated: another model is at least as "
-            "accurate and as small (or fast), and better in one. "
-            + (s.recommendation or "No recommendation: no model has both a mean and a worst "
-               "signer."), "variants.csv", pictures="frontier"))
-    return out
+        out.append(Section(
+            "Signer × model grid", _grid_table(s),
+            f"Top-1 in % on each held-out signer, over {_seed_count(s)}, with a "
+            f"{CONFIDENCE:.0%} Wilson interval on that signer's clips pooled over seeds. mean: "
+            "the mean of the signers' values with its t-interval over signers ('partial' for an "
+            "arm without every signer); worst: the lowest signer (▼ in its column). Failed "
+            "cells are left out, never counted as zero. Also in signers.csv.",
+            "signers.csv", pictures="grid", table_id="signer-grid"))
+    return out + [_models(s), _paired_section(s)]
 
 
 def _sections(s: Summary) -> list[Section]:
@@ -182,38 +264,28 @@ def _sections(s: Summary) -> list[Section]:
     delta = [d + (f" (n={n:.0f})" if pd.notna(n) else "")
              for d, n in zip(_pm_col(sm, "top1_delta_vs_fp32"), sm.n_pairs)]
     out = _first_sections(s) + [
-        Section("Accuracy", _labels(sm).assign(**{
+        Section("Accuracy", sm[["model"]].assign(**{
             "cells": sm.n_cells, "failed": sm.n_failed, "top1 (cells)": _pm_col(sm, "top1"),
             "top1 (signer means)": _pm_col(sm, "top1_holdout"), "Δ top1 vs fp32": delta}),
             "mean ± std. cells: over every holdout × seed (seed and signer variance); signer "
             "means: over the per-holdout means (signer variance). Δ: paired by variant, holdout "
             "and seed; failed cells are left out, never counted as zero.", "summary.csv"),
-        Section("Top-5 and macro-F1", _labels(sm).assign(**{
+        Section("Top-5 and macro-F1", sm[["model"]].assign(**{
             "top5 (cells)": _pm_col(sm, "top5"), "top5 (signer means)": _pm_col(sm, "top5_holdout"),
             "macro-F1 (cells)": _pm_col(sm, "macro_f1"),
             "macro-F1 (signer means)": _pm_col(sm, "macro_f1_holdout")}),
             "mean ± std, as above.", "summary.csv"),
-        Section("Size and speed", _labels(sm).assign(**{
+        Section("Size and speed", sm[["model"]].assign(**{
             "size MB": [_pm(x, None, 2) for x in sm.model_mb], "params": sm.params.map(_si),
             "FLOPs": sm.flops.map(_si),
             "latency p50 ms": [_pm(x, None, 2) for x in sm.latency_ms_p50]}),
             "means over successful cells.", "summary.csv"),
         Section("Charts", pictures="charts"),
     ]
-    if not s.baseline.empty:
-        b = s.baseline
-        out.append(Section("SignBART vs baseline", _labels(b).assign(
-            holdout=b.holdout, pairs=b.n_pairs, signbart=[_pm(x, None) for x in b.signbart_top1],
-            baseline=[_pm(x, None) for x in b.baseline_top1], **{"Δ top1": _pm_col(b, "delta")}),
-            "top-1 paired by variant, holdout and seed; ± is the std of the paired differences "
-            "(over seeds per holdout, over all pairs for 'all').", "baseline.csv"))
-    elif (s.rows.model_kind == "baseline").any():
-        out.append(Section("SignBART vs baseline", note="baseline rows exist, but none shares a "
-                           "variant, quant, holdout and seed with a successful SignBART row."))
     if not s.ablation.empty:
         a = s.ablation
-        out.append(Section("Augmentation ablation", _labels(a).assign(
-            holdout=a.holdout, cells=a.n, top1=_pm_col(a, "top1"),
+        out.append(Section("Augmentation ablation", a[["variant", "quant", "model_kind"]].assign(
+            augment=a.augment_setting, holdout=a.holdout, cells=a.n, top1=_pm_col(a, "top1"),
             **{"Δ top1 vs none": _pm_col(a, "delta_vs_none")}),
             "the same variant and quant trained with different augmentation; Δ paired by "
             "holdout and seed against the setting 'none'.", "ablation.csv"))
@@ -235,25 +307,34 @@ def _sections(s: Summary) -> list[Section]:
             "Mean inner accuracy per variant: " + "; ".join(
                 f"{v} {m:.3f}" for v, m in means.items()) + ".", "inner.csv"))
     out += [
-        Section("Per holdout", _labels(ph).assign(
+        Section("Per holdout", ph[["model"]].assign(
             holdout=ph.holdout, cells=ph.n_cells, failed=ph.n_failed,
             **{m: _pm_col(ph, m) for m in METRICS}), "mean ± std over seeds.", "per_holdout.csv"),
-        Section("Per class", _labels(pc).assign(**{
+        Section("Per class", pc[["variant", "quant", "model_kind"]].assign(**{
             "class": pc.class_id, "gloss": pc.gloss, "cells": pc.n,
             "accuracy": _pm_col(pc, "acc")}), "accuracy mean ± std over cells.", "per_class.csv"),
-        Section("Confusion matrices", note="summed over holdouts and seeds (per holdout below); "
-                "each caption says how many test predictions it sums; colour = share of the "
+        Section("Confusion matrices", note="one per model, summed over hold-outs and seeds; the "
+                "per-hold-out counts are CSV files beside the page (confusion/), linked below. "
+                "Each caption says how many test predictions it sums; colour = share of the "
                 "true class, numbers = counts.", pictures="confusion"),
         Section("Failures", fl[list(CELL_KEYS) + ["trial_id"]].assign(
             error=fl.error.map(_last_line)), "failed cells, never averaged in.", "failures.csv"),
-        Section("Missing cells", s.missing, "cells of each sweep's grid (observed holdouts × "
-                "seeds × variants × quants) with no row yet.", "missing.csv"),
+        Section("Missing cells", s.missing, "cells of each sweep's grid (its sweep.json, "
+                "ablation arms included) with no row yet; a sweep without a recorded grid "
+                "cannot list its missing cells.", "missing.csv"),
+        Section("Rejected rows", s.audit.rejected, "rows whose sweep, trial or config_hash do "
+                "not match their folder's sweep.json: never pooled.", "rejected.csv"),
         Section("Duplicate cells", dup.assign(
             top1=dup.top1.map(lambda x: _pm(x, None)),
             kept=dup.kept.map({True: "kept", False: "dropped"})),
             "cells written more than once; the newest row is used.", "duplicates.csv"),
     ]
     return out
+
+
+def confusion_files(s: Summary) -> dict[str, str]:
+    """Each model's per-hold-out confusion counts: a CSV beside the page."""
+    return {m: f"confusion/{slug(m)}.csv" for m in dict.fromkeys(s.confusion.model)}
 
 
 def _when(t) -> str:
@@ -288,33 +369,32 @@ def _md_table(df: pd.DataFrame, csv: str) -> str:
 
 
 def _title(s: Summary) -> str:
-    return f"LOSO report: {sweep_names(s)}"
+    return f"LOSO report: {', '.join(s.sweeps) or '?'}"
 
 
-def _banner(s: Summary) -> str:
-    """The synthetic-data warning, or "" when no row comes from a synthetic dataset."""
-    n = s.synthetic_rows
-    if not n:
-        return ""
-    return (f"Synthetic data: {n} of {len(s.rows)} rows come from a dataset whose dataset.json "
-            "says synthetic: true. Their accuracies show that the pipeline works, not how well "
-            "real signs are recognised.")
+def _rebuild(command: str) -> str:
+    return f"Rebuild this report from the rows beside it (rows/): {command}"
 
 
-def render_markdown(s: Summary, pictures: list[Picture]) -> str:
+def render_markdown(s: Summary, pictures: list[Picture], command: str) -> str:
     """GitHub-flavoured summary; images are referenced relative to the output folder."""
-    banner = _banner(s)
-    out = [f"# {_title(s)}", ""] + ([f"> **{banner}**", ""] if banner else []) + [
-        _provenance_line(s)]
-    for sec in _sections(s):
+    sections = _sections(s)
+    lines = verdict_lines(s)
+    out = [f"# {_title(s)}", "", f"**{lines[0]}**", ""]
+    out += [f"- {x}" for x in lines[1:]] + [""]
+    out += [f"> **{w}**\n" for w in _warnings(s)]
+    out += [f"Rebuild this report from the rows beside it (`rows/`): `{command}`", "",
+            _provenance_line(s), "", "Contents: " + " · ".join(
+                f"[{sec.title}](#{sec.anchor})" for sec in sections)]
+    for sec in sections:
         out += ["", f"## {sec.title}", ""] + ([sec.note, ""] if sec.note else [])
         if sec.table is not None:
             out.append(_md_table(sec.table, sec.csv))
         group = [p for p in pictures if p.group == sec.pictures]
-        out += [line for p in group if not p.detail for line in ("", f"![{p.title}]({p.path})")]
-        if any(p.detail for p in group):
-            out += ["", "Per holdout:", ""]
-            out += [f"- [{p.title}]({p.path})" for p in group if p.detail]
+        out += [line for p in group for line in ("", f"![{p.title}]({p.path})")]
+        if sec.pictures == "confusion" and len(s.confusion):
+            out += ["", "Per hold-out matrices: " + ", ".join(
+                f"[{m}]({path})" for m, path in confusion_files(s).items())]
     return "\n".join(out) + "\n"
 
 
@@ -327,9 +407,12 @@ margin-top:2rem}.prov,.note,figcaption{color:#57606a;font-size:.85rem}
 th,td{border:1px solid #d0d7de;padding:.25rem .55rem;text-align:left;white-space:nowrap}
 th{background:#f6f8fa}tbody tr:nth-child(even){background:#f9fafb}
 figure{display:inline-block;margin:.5rem 1rem .5rem 0;vertical-align:top}
-figure.confusion{max-width:590px}
+figure.confusion{max-width:420px}
 img{max-width:100%;height:auto}details{margin:.5rem 0}summary{cursor:pointer;color:#0969da}
 .banner{background:#fff1c2;border:1px solid #d4a72c;padding:.6rem .9rem;font-weight:600}
+#verdict{background:#eef6ee;border:1px solid #4c9a52;padding:.6rem 1rem}
+#verdict p.ship{font-size:1.15rem;font-weight:700;margin:.2rem 0}
+#verdict li{margin:.15rem 0}nav#toc{columns:3;font-size:.9rem}code{font-size:.85rem}
 """
 
 
@@ -349,24 +432,33 @@ def _html_figures(pictures: list[Picture]) -> str:
         "</figure>" for p in pictures)
 
 
-def render_html(s: Summary, pictures: list[Picture]) -> str:
-    """One self-contained page: inline CSS, PNGs as data URIs, readable offline."""
+def render_html(s: Summary, pictures: list[Picture], command: str) -> str:
+    """One page: inline CSS, the charts and summed confusion matrices as data URIs; the
+    per-hold-out counts are linked CSV files beside it."""
+    sections = _sections(s)
     body = []
-    for sec in _sections(s):
-        body.append(f"<h2>{html.escape(sec.title)}</h2>")
+    for sec in sections:
+        body.append(f'<h2 id="{sec.anchor}">{html.escape(sec.title)}</h2>')
         if sec.note:
             body.append(f"<p class=note>{html.escape(sec.note)}</p>")
         if sec.table is not None:
             body.append(_html_table(sec.table, sec.table_id))
         group = [p for p in pictures if p.group == sec.pictures]
-        body.append(_html_figures([p for p in group if not p.detail]))
-        detail = [p for p in group if p.detail]
-        if detail:
-            body.append(f"<details><summary>per holdout ({len(detail)} pictures)</summary>"
-                        f"{_html_figures(detail)}</details>")
-    title, banner = html.escape(_title(s)), _banner(s)
-    banner = f"<p class=banner>{html.escape(banner)}</p>" if banner else ""
+        body.append(_html_figures(group))
+        if sec.pictures == "confusion" and len(s.confusion):
+            body.append("<p class=note>Per hold-out matrices (CSV beside this page): " + ", ".join(
+                f'<a href="{html.escape(path)}">{html.escape(m)}</a>'
+                for m, path in confusion_files(s).items()) + "</p>")
+    lines = [html.escape(x) for x in verdict_lines(s)]
+    verdict = (f'<section id="verdict"><p class=ship>{lines[0]}</p><ul>'
+               + "".join(f"<li>{x}</li>" for x in lines[1:]) + "</ul></section>")
+    banners = "".join(f"<p class=banner>{html.escape(w)}</p>" for w in _warnings(s))
+    toc = ('<nav id="toc"><strong>Contents</strong><ol>' + "".join(
+        f'<li><a href="#{sec.anchor}">{html.escape(sec.title)}</a></li>' for sec in sections)
+        + "</ol></nav>")
+    title = html.escape(_title(s))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
-            f"<style>{CSS}</style></head><body><h1>{title}</h1>{banner}"
-            f"<p class=prov>{html.escape(_provenance_line(s))}</p>{''.join(body)}</body></html>\n")
-
+            f"<style>{CSS}</style></head><body><h1>{title}</h1>{verdict}{banners}"
+            f"<p class=prov>{html.escape(_rebuild(command))}</p>"
+            f"<p class=prov>{html.escape(_provenance_line(s))}</p>{toc}{''.join(body)}"
+            "</body></html>\n")

@@ -18,6 +18,7 @@ from PIL import Image
 from signbart import report
 from signbart.errors import UserError
 from signbart.results import write_rows
+from signbart.summary import ALL, t_interval
 
 SETTING = "reference"  # the ablation arm of sweep s1 (augmentation ON); s2 is "none"
 ARMS = {"s1": SETTING, "s2": "none"}  # the ablation arm each sweep's rows carry
@@ -85,7 +86,7 @@ def storage(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def summary(storage) -> report.Summary:
-    return report.summarize(report.load([str(storage)]))
+    return report.read([str(storage)])
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +107,12 @@ def std(values) -> float:
 
 def test_load_accepts_storage_results_folder_and_files(storage):
     files = [str(storage / "s1" / "results" / f"{cell}.parquet") for cell in ("A0", "B1")]
-    assert len(report.load([str(storage)])) == 4 * 3 + 2 + 4
-    assert len(report.load([str(storage / "s1")])) == 4 * 3 + 2
-    assert len(report.load([str(storage / "s1" / "results")])) == 4 * 3 + 2
-    assert len(report.load(files)) == 6
+    assert len(report.load([str(storage)]).rows) == 4 * 3 + 2 + 4
+    assert len(report.load([str(storage / "s1")]).rows) == 4 * 3 + 2
+    assert len(report.load([str(storage / "s1" / "results")]).rows) == 4 * 3 + 2
+    loaded = report.load(files)
+    assert len(loaded.rows) == 6 and set(loaded.rows.source_file) == {
+        "s1/results/A0.parquet", "s1/results/B1.parquet"}  # relative: same on a rebuild
 
 
 def test_bad_inputs_name_the_path(tmp_path):
@@ -176,15 +179,13 @@ def test_duplicate_cell_is_reported_and_newest_kept(summary):
     assert len(summary.rows) == 4 * 3 + 1 + 4  # one row per cell
 
 
-def test_missing_cells_are_listed(summary):
-    m = summary.missing
-    assert set(zip(m.sweep, m.holdout, m.seed, m.quant)) == {
-        ("s1", "A", 1, "int8"), ("s1", "B", 0, "int8"), ("s1", "B", 1, "int8")}
-    assert one(summary.provenance, sweep="s1").missing == 3
+def test_without_sweep_json_the_grid_is_unknown_and_nothing_is_listed_missing(summary):
+    assert summary.missing.empty
+    assert set(summary.audit.grids.grid) == {"unknown: no sweep.json"}
 
 
 def test_confusion_summed_on_union_of_labels(summary):
-    c = one(summary.confusion, quant="fp32", model_kind="signbart", holdout=report.ALL,
+    c = one(summary.confusion, quant="fp32", model_kind="signbart", holdout=ALL,
             augment_setting=SETTING)
     assert c.labels == ["c0", "c1"] and c.names == ["hello", "bye"]
     np.testing.assert_array_equal(c.counts, [[14, 6], [7, 13]])
@@ -201,21 +202,10 @@ def test_per_class_accuracy(summary):
     assert one(pc, class_id="c1").acc_std == pytest.approx(std([1.0, 0.8, 0.6, 0.2]))
 
 
-def test_baseline_paired_per_holdout_and_overall(summary):
-    b = summary.baseline[summary.baseline.augment_setting != "none"]
-    a = one(b, holdout="A")
-    assert (a.n_pairs, a.delta_mean) == (2, pytest.approx(0.2))
-    assert a.delta_std == pytest.approx(std([0.3, 0.1]))
-    assert one(b, holdout="B").delta_std == pytest.approx(0.0)
-    overall = one(b, holdout=report.ALL)
-    assert overall.delta_mean == pytest.approx(0.15) and overall.delta_std == pytest.approx(0.1)
-    assert overall.baseline_top1 == pytest.approx(0.4)
-
-
 def test_ablation_vs_no_augmentation(summary):
     ab = summary.ablation
     assert set(ab.quant) == {"fp32"} and set(ab.augment_setting) == {"none", SETTING}
-    on = one(ab, augment_setting=SETTING, holdout=report.ALL)
+    on = one(ab, augment_setting=SETTING, holdout=ALL)
     assert (on.n_pairs, on.delta_vs_none_mean) == (4, pytest.approx(0.1))
     assert on.delta_vs_none_std == pytest.approx(0.0)
     assert one(ab, augment_setting="none", holdout="A").top1_mean == pytest.approx(0.6)
@@ -223,19 +213,20 @@ def test_ablation_vs_no_augmentation(summary):
 
 def test_report_files(built):
     out = Path(built.out_dir)
-    assert set(built.csv) == {"signers", "summary", "per_holdout", "per_class", "failures",
-                              "missing", "duplicates", "provenance", "paired", "baseline",
-                              "ablation"}
+    assert set(built.csv) == {"variants", "signers", "summary", "per_holdout", "per_class",
+                              "failures", "missing", "rejected", "duplicates", "provenance",
+                              "paired", "ablation"}
     assert len(pd.read_csv(built.csv["summary"])) == 5
     md = Path(built.markdown).read_text()
-    for title in ("## Accuracy", "## SignBART vs baseline", "## Augmentation ablation",
+    for title in ("## Accuracy", "## Paired comparisons", "## Augmentation ablation",
                   "## Failures", "## Missing cells", "## Duplicate cells", "converter died"):
         assert title in md
     for ref in re.findall(r"\]\(([^)]+\.png)\)", md):
         assert (out / ref).is_file(), ref
     pngs = sorted(out.rglob("*.png"))
-    assert len(pngs) == len(built.images) == 4 + 3  # grid and 3 charts; fp32 confusion: A, B, all
-    assert len(list((out / "confusion").glob("*.png"))) == 2
+    assert len(pngs) == len(built.images) == 4 + 1  # grid, 3 charts, the fp32 confusion summed
+    folds = pd.read_csv(out / "confusion" / "fp32-reference.csv")  # per hold-out: counts
+    assert folds.groupby("holdout")["count"].sum().to_dict() == {"A": 20, "B": 20}
     for p in pngs:
         with Image.open(p) as im:
             im.verify()
@@ -252,7 +243,7 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-def test_signer_grid_has_wilson_intervals_on_pooled_clips(summary):
+def test_signer_grid_wilson_per_signer_t_interval_for_the_mean(summary):
     g = summary.signers[(summary.signers.quant == "fp32") & (summary.signers.model_kind ==
                                                               "signbart")
                         & (summary.signers.augment_setting == SETTING)]
@@ -261,29 +252,48 @@ def test_signer_grid_has_wilson_intervals_on_pooled_clips(summary):
     assert (a.n_seeds, a.clips, a.correct, a.top1) == (2, 20, 14, pytest.approx(0.7))
     assert (a.ci_low, a.ci_high) == pytest.approx(wilson(14, 20))
     assert (mean.top1, mean.clips, mean.correct) == (pytest.approx(0.55), 40, 22)
-    assert (mean.ci_low, mean.ci_high) == pytest.approx(wilson(22, 40))
+    assert (mean.ci_low, mean.ci_high) == pytest.approx(t_interval([0.7, 0.4])[1:])
     assert (worst.signer, worst.top1) == ("B", pytest.approx(0.4))
     assert (worst.ci_low, worst.ci_high) == pytest.approx((b.ci_low, b.ci_high))
     ptq = one(summary.signers, quant="ptq", holdout="B")  # the failed seed is not a zero
     assert (ptq.n_seeds, ptq.clips, ptq.top1) == (1, 10, pytest.approx(0.4))
 
 
-def test_paired_comparisons_give_bootstrap_interval_and_wilcoxon(summary):
+def scipy_t(values) -> tuple[float, float]:
+    """The 95 % t-interval of the mean, straight from scipy.stats.t."""
+    from scipy import stats
+
+    v = np.asarray(values, float)
+    return stats.t.interval(0.95, len(v) - 1, loc=v.mean(), scale=stats.sem(v))
+
+
+def test_t_interval_matches_scipy_on_hand_built_values():
+    for values in ([0.7, 0.4], [0.81, 0.9, 0.77, 0.95, 0.88], [0.5, 0.6, 0.55]):
+        m, lo, hi = t_interval(values)
+        assert m == pytest.approx(np.mean(values))
+        assert (lo, hi) == pytest.approx(scipy_t(values))
+    assert np.isnan(t_interval([0.9])[1]) and t_interval([0.9, 0.9])[1:] == (0.9, 0.9)
+
+
+def test_paired_comparisons_are_by_signer_and_interval_agrees_with_test(summary):
     from scipy import stats
 
     p = summary.paired
-    ptq = one(p, quant="ptq", versus=f"fp32 [{SETTING}]")
-    assert (ptq.n_pairs, ptq.delta_mean) == (3, pytest.approx(np.mean([-0.1, 0.0, -0.1])))
-    assert -0.1 - 1e-9 <= ptq.ci_low <= ptq.delta_mean <= ptq.ci_high <= 0.0 + 1e-9
-    assert ptq.wilcoxon_p == pytest.approx(stats.wilcoxon([-0.1, 0.0, -0.1]).pvalue)
-    base = one(p, model_kind="signbart", quant="fp32", augment_setting=SETTING)
-    assert base.versus == f"fp32 baseline [{SETTING}]"
-    assert (base.n_pairs, base.delta_mean) == (4, pytest.approx(0.15))
-    assert base.ci_low >= 0.1 - 1e-9 and base.ci_high <= 0.3 + 1e-9  # excludes zero...
-    assert base.wilcoxon_p == pytest.approx(0.125)  # ...but 4 pairs cannot reach p < 0.05
-    assert not base.distinguishable and not ptq.distinguishable
-    rerun = report.summarize(summary.rows.drop(columns=["ok", "model"]))
-    pd.testing.assert_frame_equal(rerun.paired, p)  # seeded bootstrap: same rows, same CI
+    ptq = one(p, quant="ptq", augment_setting=SETTING)
+    assert ptq.versus == f"fp32 [{SETTING}]" and ptq.comparison == "quant vs fp32"
+    # A: seeds 0, 1 differ by -0.1, 0.0 -> -0.05; B: only seed 0 pairs (seed 1 failed) -> -0.1
+    assert (ptq.n_signers, ptq.delta_mean) == (2, pytest.approx(-0.075))
+    assert (ptq.ci_low, ptq.ci_high) == pytest.approx(scipy_t([-0.05, -0.1]))
+    assert ptq.t_p == pytest.approx(stats.ttest_1samp([-0.05, -0.1], 0).pvalue)
+    base = one(p, model_kind="signbart", quant="fp32", augment_setting=SETTING,
+               comparison="kind vs baseline")
+    # A: 0.3, 0.1 -> 0.2; B: 0.1, 0.1 -> 0.1
+    assert (base.n_signers, base.delta_mean) == (2, pytest.approx(0.15))
+    assert (base.ci_low, base.ci_high) == pytest.approx(scipy_t([0.2, 0.1]))
+    for r in p.itertuples():  # the interval and the test never disagree
+        assert r.distinguishable == (r.ci_low > 0 or r.ci_high < 0) == (r.t_p < 0.05)
+    rerun = report.summarize(summary.rows.drop(columns=["ok", "model"]), summary.audit)
+    pd.testing.assert_frame_equal(rerun.paired, p)
 
 
 def test_pages_name_the_sweeps_say_synthetic_and_count_confusion_sums(tmp_path):
@@ -296,12 +306,12 @@ def test_pages_name_the_sweeps_say_synthetic_and_count_confusion_sums(tmp_path):
     assert "<title>LOSO report: s1</title>" in page and "ynthetic" not in page
     assert 'id="signer-grid"' in page
     assert "sums 40 test predictions: 2 hold-outs × 2 seeds" in page   # 14+6+7+13
-    assert "sums 20 test predictions: 1 hold-out × 2 seeds" in page
     page, md = Path(mixed.html).read_text(), Path(mixed.markdown).read_text()
     assert "<title>LOSO report: s1, s2, syn</title>" in page
     for text in (page, md):
         assert "Synthetic data: 1 of 19 rows come from a dataset" in text
-    assert md.startswith("# LOSO report: s1, s2, syn\n\n> **Synthetic data")
+    assert md.startswith("# LOSO report: s1, s2, syn\n\n**No verdict:")
+    assert md.index("Synthetic data") < md.index("Contents:")
 
 
 def test_any_model_kind_gets_a_grid_column_and_its_comparisons(tmp_path):
@@ -310,13 +320,12 @@ def test_any_model_kind_gets_a_grid_column_and_its_comparisons(tmp_path):
             for quant, kind, top1 in (("fp32", "signbart", 0.8), ("fp32", "baseline", 0.7),
                                       ("fp32", "ensemble", 0.9), ("ptq", "ensemble", 0.85))]
     write_rows(rows, str(tmp_path / "e" / "results" / "r.parquet"))
-    s = report.summarize(report.load([str(tmp_path / "e")]))
-    assert list(dict.fromkeys(s.signers.model)) == ["fp32", "fp32 baseline", "fp32 ensemble",
-                                                    "ptq ensemble"]
+    s = report.read([str(tmp_path / "e")])
+    assert list(dict.fromkeys(s.signers.model)) == ["fp32", "fp32 ens", "fp32 base", "ptq ens"]
     pairs = dict(zip(zip(s.paired.model, s.paired.versus), s.paired.delta_mean))
-    assert pairs == {("fp32", "fp32 baseline"): pytest.approx(0.1),
-                     ("fp32 ensemble", "fp32 baseline"): pytest.approx(0.2),
-                     ("ptq ensemble", "fp32 ensemble"): pytest.approx(-0.05)}
+    assert pairs == {("fp32", "fp32 base"): pytest.approx(0.1),
+                     ("fp32 ens", "fp32 base"): pytest.approx(0.2),
+                     ("ptq ens", "fp32 ens"): pytest.approx(-0.05)}
 
 
 def variant_rows(sweep: str) -> list[dict]:
@@ -338,27 +347,22 @@ def variant_rows(sweep: str) -> list[dict]:
     return out
 
 
-def test_variant_table_frontier_and_recommendation(tmp_path):
+def test_variant_table_keypoints_costs_and_worst_signer(tmp_path):
     write_rows(variant_rows("vars"), str(tmp_path / "vars" / "results" / "r.parquet"))
-    s = report.summarize(report.load([str(tmp_path / "vars")]))
-    v = s.variants.set_index("model")
+    s = report.read([str(tmp_path / "vars")])
+    v = s.arms.set_index("model")
+    assert list(v.index) == ["42kpts-hands fp32", "42kpts-hands ptq", "44kpts-hands-wrists fp32",
+                             "44kpts-hands-wrists ptq", "65kpts-framed fp32",
+                             "65kpts-framed ptq"]
     assert list(v.keypoints) == [42, 42, 44, 44, 65, 65]
-    b = v.loc["arabic-asl-65kpts-framed fp32"]
+    b = v.loc["65kpts-framed fp32"]
     assert (b.mean_top1, b.worst_signer, b.worst_top1) == (pytest.approx(0.9333333), "C",
                                                             pytest.approx(0.90))
+    assert (b.mean_ci_low, b.mean_ci_high) == pytest.approx(scipy_t([0.96, 0.94, 0.90]))
     assert (b.size_mb, b.latency_ms_p50) == (pytest.approx(6.0), pytest.approx(6.0))
-    # 42 fp32 (89.3 %, 4 MB) loses to 44 ptq (91.3 %, 1.1 MB); the smallest point never loses
-    assert v.loc["arabic-asl-42kpts-hands fp32"].dominated_size
-    assert not v.loc["arabic-asl-65kpts-framed ptq"].dominated_size
-    assert not v.loc["arabic-asl-42kpts-hands ptq"].dominated_size   # the smallest point
-    # best mean 93.3 % (65 fp32), best worst signer 90 %; 42 fails on its worst signer (80 %),
-    # 44 ptq on its mean (91.3 %): 44 fp32 (92.3 %, worst 89 %) is the smallest that keeps up
-    assert s.recommendation.startswith(
-        "Recommendation: arabic-asl-44kpts-hands-wrists fp32 (44 keypoints, 4.40 MB).")
-    assert "worst signer (C: 89.0 %)" in s.recommendation
+    assert s.verdict["model"] is None  # no row carries an inner-validation accuracy
     paths = report.build_report([str(tmp_path / "vars")], str(tmp_path / "out"))
-    assert (Path(paths.out_dir) / "frontier.png").is_file() and "variants" in paths.csv
-    assert "## Keypoint variants × quantisation" in Path(paths.markdown).read_text()
+    assert "variants" in paths.csv and "## Models" in Path(paths.markdown).read_text()
 
 
 def test_all_failed_input_still_reports(tmp_path):
@@ -394,29 +398,52 @@ def _headless(chromium: str, profile: Path, *args: str) -> subprocess.CompletedP
         capture_output=True, text=True, timeout=120, check=True)
 
 
-# Appended to a copy of the page only: after load, lists every image's decoded width.
+
+
+# Appended to a copy of the page only: after load, lists every image's decoded width, every
+# table-of-contents link whose target is missing, and every element id.
 PROBE = """<script>addEventListener("load", () => { const p = document.createElement("pre");
-p.id = "probe"; p.textContent = JSON.stringify([...document.images].map(i => i.naturalWidth));
+p.id = "probe"; p.textContent = JSON.stringify({images: [...document.images].map(
+i => i.naturalWidth), dangling: [...document.querySelectorAll("#toc a")].filter(
+a => !document.getElementById(a.hash.slice(1))).map(a => a.hash), ids: [
+...document.querySelectorAll("[id]")].map(e => e.id)});
 document.body.append(p); });</script>"""
 
 
 @pytest.mark.slow
-def test_html_renders_in_headless_chromium(built, tmp_path):
+def test_html_renders_in_headless_chromium(tmp_path):
+    """A report built here, with a verdict: its page opens with the verdict, every contents
+    link lands, every image decodes, and it fits in a browser window."""
+    from report_rows import write_sweep
+
     chromium = _chromium()
+    signers = ["u1", "u2", "u3"]
+    write_sweep(tmp_path / "st", "nested", signers)
+    write_sweep(tmp_path / "st", "extra", signers[:2], variants=("arabic-asl-65kpts-framed",),
+                arms={("fp32", "signbart"): (0.0, 0.0, 2_860_000, 0.39)})
+    built = report.build_report([str(tmp_path / "st" / n) for n in ("nested", "extra")],
+                                str(tmp_path / "out"))
+    verdict = json.loads(Path(built.verdict).read_text())["model"]
     page = Path(built.html).read_text()
-    assert not re.search(r'(src|href)="(https?:)?//', page)  # self-contained: nothing fetched
-    probe = tmp_path / "probe.html"
+    assert not re.search(r'(src|href)="(https?:)?//', page)  # nothing fetched from the web
+    probe = tmp_path / "out" / "probe.html"
     probe.write_text(page.replace("</body>", PROBE + "</body>"))
     dom = _headless(chromium, tmp_path / "profile", "--virtual-time-budget=10000", "--dump-dom",
                     probe.as_uri()).stdout
+    body = dom[dom.index("<body>"):]
+    assert body.index('<section id="verdict">') < body.index('<nav id="toc">') < body.index(
+        "<h2") and f"Verdict: ship {verdict} (" in body
+    assert "Rule: Among the arms that ship a .tflite" in body
+    found = json.loads(re.search(r'<pre id="probe">([^<]*)</pre>', dom).group(1))
+    assert found["dangling"] == [] and body.count('<a href="#') >= 10
+    assert len(found["ids"]) == len(set(found["ids"])), found["ids"]  # every id once
+    n_png = len([p for p in built.images if p.endswith(".png")])
+    assert len(found["images"]) == n_png and all(w > 200 for w in found["images"]), found
     grid = re.search(r'<table[^>]*id="signer-grid".*?</table>', dom, re.DOTALL).group(0)
-    assert grid.count("</tr>") == 1 + 2 + 2  # header; hold-outs A, B; mean, worst
-    assert dom.index('id="signer-grid"') < dom.index("<h2>Paired comparisons</h2>")
-    for title in ("Signer × model grid", "Accuracy", "SignBART vs baseline",
-                  "Augmentation ablation", "Failures"):
-        assert f"<h2>{title}</h2>" in dom
-    widths = json.loads(re.search(r'<pre id="probe">([^<]*)</pre>', dom).group(1))
-    assert len(widths) == len(built.images) and all(w > 200 for w in widths), widths
+    assert grid.count("</tr>") == 1 + 3 + 2  # header; hold-outs; mean, worst
+    assert "framed fp32 (2/3 signers)" in grid
+    for link in re.findall(r'href="(confusion/[^"]+)"', page):
+        assert (tmp_path / "out" / link).is_file(), link
     shot = tmp_path / "page.png"
     _headless(chromium, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1280,2400",
               Path(built.html).resolve().as_uri())
@@ -431,7 +458,7 @@ def test_nested_search_choices_are_listed_per_holdout(tmp_path):
             for h, v in (("A", "u3"), ("B", "u4")) for s in (0, 1)]
     rows.append(row("s", "C", 0, "fp32", 0.9))                 # a trial without a search
     write_rows(rows, str(tmp_path / "s/results/r.parquet"))
-    s = report.summarize(report.load([str(tmp_path / "s")]))
+    s = report.read([str(tmp_path / "s")])
     assert s.search.to_dict("records") == [
         {"variant": "v", "holdout": h, "chosen": "model.decoder_layerdrop=0.1, train.lr=0.001",
          "inner_val_top1": 0.875, "inner_val_signers": v} for h, v in (("A", "u3"), ("B", "u4"))]
@@ -450,7 +477,7 @@ def test_inner_validation_table_lists_each_trials_judges_and_choices(tmp_path):
                  row("s", h, 0, "fp32", 0.95, kind="ensemble", ensemble_weight=weight, **common),
                  row("s", h, 0, "fp32", 0.7, kind="baseline")]
     write_rows(rows, str(tmp_path / "s/results/r.parquet"))
-    s = report.summarize(report.load([str(tmp_path / "s")]))
+    s = report.read([str(tmp_path / "s")])
     assert s.inner[["holdout", "val_signers", "inner_val_accuracy", "inner_best_epoch",
                     "ensemble_weight"]].to_dict("records") == [
         {"holdout": "A", "val_signers": "u3, u4", "inner_val_accuracy": 0.9,
@@ -459,3 +486,13 @@ def test_inner_validation_table_lists_each_trials_judges_and_choices(tmp_path):
          "inner_best_epoch": 30, "ensemble_weight": 0.4}]
     md = Path(report.build_report([str(tmp_path / "s")], str(tmp_path / "out")).markdown).read_text()
     assert "## Inner validation" in md and "Mean inner accuracy per variant: v 0.850." in md
+
+
+def test_rebuilt_from_its_own_rows_every_table_is_the_same(storage, tmp_path):
+    out = tmp_path / "out"
+    first = report.build_report([str(storage)], str(out), formats=("csv",))
+    tables = {n: Path(p).read_text() for n, p in first.csv.items()}
+    assert "duplicates" in tables and "s1/results/A0-old.parquet" in tables["duplicates"]
+    report.build_report([str(out / "rows" / "s1"), str(out / "rows" / "s2")], str(out),
+                        formats=("csv",))
+    assert {n: (out / f"{n}.csv").read_text() for n in tables} == tables
