@@ -18,6 +18,7 @@ the node takes 127.0.0.1 as its address and binds there (measured with ``ss -ltn
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -46,29 +47,35 @@ def connect(address: str | None, env: dict[str, str] | None = None, **init_kwarg
     if ray.is_initialized():
         return False
     target = resolve(address)
-    _loopback(target == LOCAL)
     if target != LOCAL:
         _check(target)
     os.environ.update(env or {})
     verbose = logging.getLogger("signbart").isEnabledFor(logging.DEBUG)
     init_kwargs.setdefault("logging_level", logging.INFO if verbose else logging.WARNING)
     init_kwargs.setdefault("log_to_driver", verbose)
-    ray.init(address=target, runtime_env={"env_vars": dict(env or {})}, **init_kwargs)
+    with _loopback() if target == LOCAL else contextlib.nullcontext():
+        ray.init(address=target, runtime_env={"env_vars": dict(env or {})}, **init_kwargs)
     return True
 
 
-def _loopback(local: bool) -> None:
-    """Ray's cluster switch off for a local Ray (so it binds to 127.0.0.1), and back to its
-    default for a cluster if an earlier local run in this process turned it off. The switch
-    is read by this process (the constant) and by every Ray process it starts (the variable)."""
+@contextlib.contextmanager
+def _loopback():
+    """Ray's cluster switch off while a local Ray starts, so that it binds to 127.0.0.1: read
+    by this process (the constant) and by the Ray processes it starts (the variable, which
+    they keep). Both are restored after, so a ``ray start`` or a cluster joined later in this
+    process is as Ray's defaults have it."""
     from ray._private import ray_constants
 
-    if local:
-        os.environ[CLUSTER_SWITCH] = "0"
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    elif os.environ.get(CLUSTER_SWITCH) == "0":
-        del os.environ[CLUSTER_SWITCH]
-        ray_constants.ENABLE_RAY_CLUSTER = not ray_constants.IS_WINDOWS_OR_OSX
+    before = os.environ.get(CLUSTER_SWITCH), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[CLUSTER_SWITCH], ray_constants.ENABLE_RAY_CLUSTER = "0", False
+    try:
+        yield
+    finally:
+        if before[0] is None:
+            del os.environ[CLUSTER_SWITCH]
+        else:
+            os.environ[CLUSTER_SWITCH] = before[0]
+        ray_constants.ENABLE_RAY_CLUSTER = before[1]
 
 
 def _token() -> str | None:

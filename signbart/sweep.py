@@ -12,6 +12,11 @@ experiment state is gone. A trial that still raises after its retries gets
 ``<trial_id>.failed.parquet`` instead (one ``status=failed`` row per quant mode), which a later
 successful run of that trial removes.
 
+A sweep folder is one experiment and has one writer: ``sweep.json`` records its resolved grid,
+and a run whose grid differs is refused before Ray starts (``sweeprecord``); the folder's lock
+(``outlock.writer_lock``) is held for the whole run. SIGTERM and Ctrl-C stop Ray and end in one
+sentence with the command that continues.
+
 The driver never imports TensorFlow; only the trial (a Ray worker) and the ``--dry-run`` epoch
 timing (a spawned child process) do.
 """
