@@ -63,7 +63,16 @@ from signbart.errors import ConfigError
 from signbart.raycluster import connect
 from signbart.results import read_rows, write_rows
 from signbart.search import SearchSpec, choose, search_trial, validate
-from signbart.storage import exists, filesystem, join, read_json, remove, rows_uri, write_json
+from signbart.storage import (
+    check_reachable,
+    exists,
+    filesystem,
+    join,
+    read_json,
+    remove,
+    rows_uri,
+    write_json,
+)
 from signbart.trial import failed_rows, run_trial
 
 log = logging.getLogger(__name__)
@@ -626,6 +635,7 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
     spec = load_spec(spec_path, smoke=smoke, data=data)
     grid = Grid.of(spec)
     storage = _storage_root(storage)
+    check_reachable(storage)          # a missing bucket is one sentence, before Ray starts
     path = join(storage, spec.name)
     finished = sum(exists(rows_uri(path, trial_id(**t))) for t in grid.trials())
     if dry_run:
