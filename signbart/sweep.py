@@ -72,7 +72,16 @@ from signbart.outlock import writer_lock
 from signbart.raycluster import connect
 from signbart.results import git_sha, read_rows, write_rows
 from signbart.search import SearchSpec, choose, search_trial, validate
-from signbart.storage import exists, filesystem, join, read_json, remove, rows_uri, write_json
+from signbart.storage import (
+    check_reachable,
+    exists,
+    filesystem,
+    join,
+    read_json,
+    remove,
+    rows_uri,
+    write_json,
+)
 from signbart.trial import failed_rows, run_trial
 
 log = logging.getLogger(__name__)
@@ -625,6 +634,7 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
     spec = load_spec(spec_path, smoke=smoke, data=data)
     grid = Grid.of(spec)
     root = _storage_root(storage)
+    check_reachable(root)             # a missing bucket is one sentence, before Ray starts
     path = join(root, spec.name)
     finished = sum(exists(rows_uri(path, trial_id(**t))) for t in grid.trials())
     if dry_run:

@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from signbart import storage
+from signbart.errors import StorageError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,3 +62,17 @@ def test_one_atomic_write_in_the_code():
                           "benchmarks"], cwd=REPO, capture_output=True, text=True,
                          check=False).stdout
     assert {ln.split(":", 1)[0] for ln in out.splitlines()} == {"signbart/storage.py"}, out
+
+
+def test_uri_paths_keep_their_scheme_and_a_missing_file_is_named(tmp_path):
+    assert storage.with_suffix("s3://b/sweep/t/model_fp32.tflite", ".json") == \
+        "s3://b/sweep/t/model_fp32.json"
+    assert storage.with_suffix("runs/a.b/model", ".eval.json") == "runs/a.b/model.eval.json"
+    assert storage.with_suffix("m.tflite", ".json") == "m.json"
+    storage.write_bytes(tmp_path / "x.bin", b"abc")
+    assert storage.read_bytes(f"file://{tmp_path}/x.bin") == b"abc"
+    with pytest.raises(FileNotFoundError, match="nope.bin"):
+        storage.read_bytes(tmp_path / "nope.bin")
+    storage.check_reachable(tmp_path / "not-yet")      # a local folder is made on first write
+    with pytest.raises(StorageError, match="^nope://x: cannot open this storage"):
+        storage.filesystem("nope://x")

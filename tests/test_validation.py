@@ -5,6 +5,7 @@ or a run that trains the full schedule before it fails."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import typing
@@ -130,3 +131,26 @@ def test_train_refuses_a_bad_number_before_training(tmp_path, synth_dataset, fla
     assert p.returncode == 2
     assert re.search(message, one_sentence(p, "train"))
     assert not out.exists()            # nothing trained, nothing written
+
+
+def test_evaluate_refuses_a_manifest_with_duplicate_sample_ids(tmp_path, synth_dataset):
+    """The probe appended 3 rows: ``evaluate --holdout user01`` scored 11 clips, not 8."""
+    from test_data import with_duplicate_rows
+    from test_evaluate import tiny_model
+    from test_tflite import FRAMES, HAND3, card_for
+
+    from signbart.quantize import to_tflite
+
+    labels = json.loads((synth_dataset / "labels.json").read_text())
+    card = card_for(labels=tuple(labels["labels"]), glosses=tuple(labels["glosses"]),
+                    variant=dataclasses.replace(HAND3, num_labels=len(labels["labels"])))
+    model = tmp_path / "model_fp32.tflite"
+    card.write(model, to_tflite(tiny_model(k=3, labels=len(card.labels)), FRAMES))
+    assert signbart("evaluate", "--model", model, "--data", synth_dataset, "--holdout",
+                    "user01").returncode == 0
+    dup = with_duplicate_rows(synth_dataset, tmp_path / "dup")
+    p = signbart("evaluate", "--model", model, "--data", dup, "--holdout", "user01")
+    assert p.returncode == 2
+    assert one_sentence(p, "evaluate").startswith(
+        f"signbart evaluate: error: {dup / 'manifest.parquet'}: field 'sample_id' lists 3 id(s) "
+        "more than once, e.g. ")
