@@ -34,6 +34,8 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
     from signbart.extract import VideoError, extract_video, make_holistic
     from signbart.preprocess import Selection, prepare_arrays
 
+    if top_k < 1:
+        raise UserError(f"--top {top_k}: must be at least 1")
     check_reachable(model_path)
     card, content = ModelCard.read(model_path)
     layout = card.stored_layout

@@ -27,7 +27,7 @@ from signbart.config import (
 )
 from signbart.errors import ConfigError
 from signbart.search import SearchSpec
-from signbart.sweep import Resources, SweepSpec, load_spec
+from signbart.sweep import Grid, Resources, SweepSpec, load_spec
 
 VARIANT = REPO / "configs/arabic-asl-65kpts.yaml"
 DEFAULTS = [ModelConfig(), AugmentConfig(), TrainConfig(), QATConfig(), FramingConfig(),
@@ -101,11 +101,15 @@ def test_a_non_finite_number_is_refused_naming_the_file_and_field(cls, name, bad
     ({"train": {"augment": {"rotate_deg": 720}}},
      r"s\.yaml\.train\.augment: rotate_deg must be in \[0, 180\], got 720"),
     ({"seeds": [-1]}, r"s\.yaml: seeds must be in \[0, 4294967295\], got -1"),
+    ({"search": {"space": {"train.lr": {"uniform": [1e-4, math.inf]}}}},
+     r"search\.space -> train\.lr: expected a finite number, got inf"),
+    ({"search": {"space": {"model.dropout": {"grid": [0.1, math.nan]}}}},
+     r"search\.space -> model: model\.dropout: expected a finite number, got nan"),
 ])
 def test_the_probes_numbers_are_refused_by_the_spec(tmp_path, synth_dataset, over, message):
     spec = write_spec(tmp_path / "s.yaml", **{**spec_fields(synth_dataset, [VARIANT]), **over})
     with pytest.raises(ConfigError, match=message):
-        load_spec(spec)
+        Grid.of(load_spec(spec))                 # the grid validates the search space
 
 
 def test_sweep_with_a_nan_cpu_is_one_sentence(tmp_path, synth_dataset):
