@@ -23,9 +23,11 @@ from signbart.plots import draw
 from signbart.render import confusion_files, render_html, render_markdown
 from signbart.results import CELL_KEYS, read_rows
 from signbart.storage import (
+    check_reachable,
     exists,
     filesystem,
     join,
+    read_bytes,
     read_json,
     remove,
     write_bytes,
@@ -67,6 +69,7 @@ def _uri(inp: str, path: str) -> str:
 def _result_files(inp: str) -> list[tuple[str, str]]:
     """(Parquet file, its sweep folder) of one input: a file, a ``results/`` folder, a sweep
     folder or a storage dir of sweep folders; all as the input spells them (path or URI)."""
+    check_reachable(inp)
     fs, root = filesystem(inp)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
@@ -254,12 +257,6 @@ def _remove(out_dir: str, rels: list[str]) -> None:
             fs.delete_dir(path)
 
 
-def _read_bytes(uri: str) -> bytes:
-    fs, path = filesystem(uri)
-    with fs.open_input_stream(path) as f:
-        return f.read()
-
-
 def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
                  overwrite: bool = False) -> ReportPaths:
     """Read and check the rows under ``inputs``, write the report to ``out_dir`` (a path or a
@@ -273,6 +270,7 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise UserError(f"report: unknown format {unknown[0]!r} (known: {', '.join(FORMATS)})")
+    check_reachable(out_dir)          # before any work: a mistyped bucket is one sentence
     loaded = load(inputs)
     rows, checked = audit(loaded)
     if rows.empty:
@@ -293,11 +291,11 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
         return uri
 
     for rel in used:  # the rows travel with the report, as sweep folders
-        paths.rows.append(put(f"{ROWS}/{rel}", _read_bytes(loaded.files[rel])))
+        paths.rows.append(put(f"{ROWS}/{rel}", read_bytes(loaded.files[rel])))
     for f in loaded.folders.values():
         if f.sweep_json is not None:
             paths.rows.append(put(f"{ROWS}/{f.name}/sweep.json",
-                                  _read_bytes(join(f.uri, "sweep.json"))))
+                                  read_bytes(join(f.uri, "sweep.json"))))
     if "csv" in formats:
         for name, table in s.csv_tables().items():
             paths.csv[name] = put(f"{name}.csv", table.to_csv(index=False))
