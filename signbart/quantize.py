@@ -172,11 +172,23 @@ def _compile(model: keras.Model, cfg: QATConfig) -> None:
                   metrics=["accuracy"])
 
 
-def qat_finetune(model: keras.Model, train_ds, val_ds, cfg: QATConfig) -> tuple[keras.Model, dict]:
+class _ReportEpochs(keras.callbacks.Callback):
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.report({"epoch": epoch + 1, "qat": 1,
+                     **{f"qat_{k}": float(v) for k, v in (logs or {}).items()}})
+
+
+def qat_finetune(model: keras.Model, train_ds, val_ds, cfg: QATConfig, report=None
+                 ) -> tuple[keras.Model, dict]:
     """Fine-tunes a model from ``apply_qat``; early stopping restores the best val-loss epoch.
 
     ``val_ds`` must come from inner-validation signers, never the held-out one. Without it,
-    training loss is monitored instead (logged as a warning).
+    training loss is monitored instead (logged as a warning). ``report`` gets ``{epoch,
+    qat: 1, qat_loss, ...}`` after every epoch (live progress; ``--dry-run`` clocks them).
     """
     monitor = "val_loss"
     if val_ds is None:
@@ -186,7 +198,8 @@ def qat_finetune(model: keras.Model, train_ds, val_ds, cfg: QATConfig) -> tuple[
         _compile(model, cfg)
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience,
                                          restore_best_weights=True)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[stop],
+    callbacks = [stop] + ([_ReportEpochs(report)] if report is not None else [])
+    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                         verbose=0)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     info = {"epochs_run": len(hist[monitor]), "best_epoch": int(stop.best_epoch) + 1,

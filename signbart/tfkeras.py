@@ -5,13 +5,36 @@ must be selected before TensorFlow is first imported. Every module that needs Ke
 does ``from signbart.tfkeras import tf, keras``; nothing imports ``keras`` directly.
 """
 
+import contextlib
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3: no C++ INFO/WARNING/ERROR lines (on a machine without a GPU, ERROR is "failed call to
+# cuInit"); set it lower to debug TensorFlow itself.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf
-import tf_keras as keras
+
+@contextlib.contextmanager
+def _quiet_import():
+    """Silence file descriptor 2 while TensorFlow loads: its shared libraries log from static
+    initialisers ("Unable to register cuDNN factory", "computation placer already
+    registered") before any log level is read. A failing import still raises, after."""
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _quiet_import():
+    import tensorflow as tf
+    import tf_keras as keras
 
 __all__ = ["keras", "seed_everything", "set_threads", "tf"]
 
