@@ -118,4 +118,5 @@ def test_dry_run_price_is_within_30_percent_of_the_real_trial(tmp_path, monkeypa
     assert summary.exit_code == 0
     [attempt] = json.loads((store / "price/results/user04-s42-arabic-asl-65kpts-framed-anchored"
                                      ".node.json").read_text())
+    print(f"priced {price['cpu_s']:.0f} CPU-s, ran {attempt['cpu_seconds']:.0f} CPU-s")
     assert price["cpu_s"] == pytest.approx(attempt["cpu_seconds"], rel=0.3)
