@@ -15,10 +15,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 @contextlib.contextmanager
-def _quiet_import():
-    """Silence file descriptor 2 while TensorFlow loads: its shared libraries log from static
-    initialisers ("Unable to register cuDNN factory", "computation placer already
-    registered") before any log level is read. A failing import still raises, after."""
+def quiet_stderr():
+    """Silence file descriptor 2 where TensorFlow's C++ logs past its log level: its shared
+    libraries log from static initialisers while loading ("Unable to register cuDNN factory",
+    "computation placer already registered"), and the TFLite converter through its own
+    logger ("Ignored output_format"). Errors still raise, after; TF_CPP_MIN_LOG_LEVEL below 3
+    shows everything."""
     if os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
         yield
         return
@@ -32,11 +34,11 @@ def _quiet_import():
         os.close(saved)
 
 
-with _quiet_import():
+with quiet_stderr():
     import tensorflow as tf
     import tf_keras as keras
 
-__all__ = ["keras", "seed_everything", "set_threads", "tf"]
+__all__ = ["keras", "quiet_stderr", "seed_everything", "set_threads", "tf"]
 
 
 def set_threads(n: int) -> None:
