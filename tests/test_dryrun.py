@@ -78,7 +78,11 @@ def test_dry_run_prices_each_variant_quietly_and_writes_nothing(tmp_path, synth_
         assert price["cpu_s"] > price["short_cpu_s"] > 0       # the full trial costs more
         assert {"inner", "refit", "qat"} <= set(price["epoch_cpu_s"])
     assert e["cpu_hours"] == pytest.approx(2 * sum(p["cpu_s"] for p in prices.values()) / 3600)
-    assert e["wall_hours"] < e["cpu_hours"]                       # two at a time
+    # two at a time, each as long as its short run's wall/CPU ratio says (a loaded machine
+    # stretches it)
+    walls = [p["cpu_s"] * p["short_wall_s"] / p["short_cpu_s"] for p in prices.values()]
+    assert e["concurrency"] == 2
+    assert e["wall_hours"] == pytest.approx(2 * sum(walls) / 2 / 3600)
 
 
 def test_a_sweep_priced_beyond_the_machine_asks_for_yes(tmp_path, synth_dataset, two_variants,
