@@ -90,7 +90,7 @@ def test_a_sweep_priced_beyond_the_machine_asks_for_yes(tmp_path, synth_dataset,
     """The gate is analytic when nothing is cached: no training, no TensorFlow."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     spec = _spec(tmp_path / "s.yaml", synth_dataset, two_variants,
-                 train={"epochs": 200000, "batch_size": 8})
+                 train={"epochs": 100000, "batch_size": 8})
     loaded = load_spec(spec)
     e = estimate(loaded, Grid.of(loaded), str(tmp_path / "store"), measure=False)
     assert e["cpu_hours"] > GATE_CPU_HOURS
