@@ -16,6 +16,7 @@ the signer-variation augmentations on).
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ from signbart.tfkeras import keras, seed_everything, tf
 from signbart.train import fold_augment, make_dataset, sparse_ce
 
 ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_SAMPLES_PER_S = 58   # the reference pipeline (batch 1, 64 frames)
 
 
 def naive_dataset(ds, indices, selection, batch_size):
@@ -75,9 +77,76 @@ def fresh_model(variant, jit=False):
     return model
 
 
+def ceiling_flops(cores: int) -> float:
+    """Peak FP32 FLOP/s: one 512-bit FMA (16 lanes x 2 FLOPs) per core per cycle at the
+    clock /proc/cpuinfo reports (2.6 GHz here: ~166 GFLOP/s on 2 cores)."""
+    mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+              if line.startswith("cpu MHz"))
+    return cores * mhz * 1e6 * 16 * 2
+
+
+def before_after(ds, spec, reps: int) -> dict:
+    """Today's training step and each candidate on the same data, interleaved ``reps`` times
+    (one epoch of the published settings each), so machine noise hits them all alike.
+
+    before: ``train.compile_model`` as a1f8341 ran it; xla: ``train.jit_compile: true``;
+    bf16: the same model built under Keras' ``mixed_bfloat16`` policy (oneDNN's AVX512_BF16
+    kernels); noaug: no augmentation (what the tf.data pipeline costs). The first epoch of
+    each (tracing, XLA compilation) is timed apart."""
+    from dataclasses import replace
+
+    from signbart.evaluate import count_flops
+    from signbart.train import compile_model
+
+    cfg, variant = spec.train, load_variant(spec.variants[-1])
+    prep = prepare(ds, np.arange(len(ds)), variant, cfg.max_frames)
+    augmented = make_dataset(prep, cfg.batch_size, 0, fold_augment(cfg, variant, ds.layout,
+                                                                   prep, seed=0))
+    plain = make_dataset(prep, cfg.batch_size, 0)
+
+    def build(mode):
+        keras.mixed_precision.set_global_policy("mixed_bfloat16" if mode == "bf16" else "float32")
+        seed_everything(0)
+        model = build_model(variant.model_config())
+        keras.mixed_precision.set_global_policy("float32")
+        return compile_model(model, replace(cfg, jit_compile=mode == "xla"),
+                             variant.num_labels, len(prep))
+
+    def epoch(model, data):
+        c0, w0 = time.process_time(), time.perf_counter()
+        model.fit(data, epochs=1, verbose=0)
+        return time.perf_counter() - w0, time.process_time() - c0
+
+    modes = {"before": augmented, "xla": augmented, "bf16": augmented, "noaug": plain}
+    models = {m: build(m) for m in modes}
+    first = {m: epoch(models[m], d) for m, d in modes.items()}
+    times = {m: [] for m in modes}
+    for _ in range(reps):
+        for m, d in modes.items():
+            times[m].append(epoch(models[m], d))
+    out = {"ab_variant": variant.name, "ab_samples": len(prep), "ab_reps": reps}
+    for m in modes:
+        wall, cpu = (float(np.median([t[i] for t in times[m]])) for i in (0, 1))
+        out[f"{m}_samples_per_s"] = len(prep) / wall
+        out[f"{m}_cpu_samples_per_s"] = len(prep) / cpu
+        out[f"{m}_first_epoch_extra_cpu_s"] = first[m][1] - cpu
+    out["samples_per_s_before"] = out["before_samples_per_s"]
+    out["samples_per_s_after"] = out["xla_samples_per_s"]
+    flops = 3 * count_flops(models["before"], cfg.max_frames)
+    peak = ceiling_flops(os.cpu_count())
+    out.update(train_flops_per_sample=flops, fp32_ceiling_flops=peak,
+               ceiling_samples_per_s=peak / flops,
+               fraction_of_ceiling_before=out["samples_per_s_before"] * flops / peak,
+               fraction_of_ceiling_after=out["samples_per_s_after"] * flops / peak,
+               ratio_to_reference_before=out["samples_per_s_before"] / REFERENCE_SAMPLES_PER_S,
+               ratio_to_reference_after=out["samples_per_s_after"] / REFERENCE_SAMPLES_PER_S)
+    return out
+
+
 def main():
     p = parser(__doc__, "train")
     p.add_argument("--samples", type=int, default=256, help="samples timed per measurement")
+    p.add_argument("--reps", type=int, default=3, help="interleaved epochs per A/B mode")
     args = p.parse_args()
     variant = load_variant(ROOT / "configs/arabic-asl-65kpts.yaml")
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,6 +181,7 @@ def main():
         figures["published_samples_per_s"] = samples_per_second(
             fresh_model(variant), make_dataset(short, cfg.batch_size, 0, published).repeat(),
             args.samples * 2, cfg.batch_size)
+        figures.update(before_after(ds, spec, args.reps))
         fold = 700
         figures["fold_seconds_reference"] = 80 * fold / figures["naive_b1_samples_per_s"]
         figures["fold_seconds_published"] = (cfg.epochs * fold

@@ -19,7 +19,8 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
 def write(out: str, figures: dict) -> None:
     """Print the figures and write them, with the machine they were measured on."""
     figures = {**figures, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                      "processor": platform.processor() or platform.machine()}}
+                                      "processor": platform.processor() or platform.machine(),
+                                      "load_average_1_5_15": os.getloadavg()}}
     text = json.dumps(figures, indent=1)
     print(text)
     write_text(out, text)

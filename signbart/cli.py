@@ -144,7 +144,7 @@ def cmd_sweep(a) -> int:
     summary = run_sweep(a.spec, address=a.address, storage=a.storage, resume=a.resume,
                         trust_storage=a.trust_storage,
                         max_concurrent=a.max_concurrent, dry_run=a.dry_run, smoke=a.smoke,
-                        data=a.data, extend=a.extend)
+                        data=a.data, extend=a.extend, yes=a.yes)
     print(summary)
     return summary.exit_code
 
@@ -300,7 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "storage: only if nobody else can write there")
     s.add_argument("--max-concurrent", type=int,
                    help="most trials running at once (default: as many as Ray has CPUs for)")
-    s.add_argument("--dry-run", action="store_true", help="print the grid and estimated cost")
+    s.add_argument("--dry-run", action="store_true",
+                   help="print the trials, their CPU-hours and wall-clock; runs no sweep")
+    s.add_argument("--yes", action="store_true",
+                   help="start even a sweep priced over 24 CPU-hours")
     s.add_argument("--smoke", action="store_true", help="apply the spec's smoke overrides")
     s.set_defaults(func=cmd_sweep)
 

@@ -227,6 +227,7 @@ class TrainConfig:
     n_val_signers: int = 1        # how many inner validation signers to draw from the training signers
     early_stopping: int = 0       # patience in epochs on inner-validation accuracy; 0 = off
     refit: bool = False           # after the inner run, retrain on train + inner signers
+    jit_compile: bool = False     # XLA-compile the training step (faster; float sums reorder)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     LIMITS: typing.ClassVar[dict[str, str]] = {

@@ -18,7 +18,7 @@ import numpy as np
 
 from signbart.config import MAX_FRAMES, QATConfig
 from signbart.model import CUSTOM_OBJECTS, KEEP_FLOAT
-from signbart.tfkeras import keras, tf
+from signbart.tfkeras import keras, quiet_stderr, tf
 from signbart.tflite import INPUTS, OUTPUT, ops
 
 # isort: split
@@ -114,14 +114,16 @@ def _converter(model: keras.Model, max_frames: int) -> tf.lite.TFLiteConverter:
 
 def to_tflite(model: keras.Model, max_frames: int = MAX_FRAMES) -> bytes:
     """FP32 TFLite of a float model."""
-    return _converter(model, max_frames).convert()
+    with quiet_stderr():
+        return _converter(model, max_frames).convert()
 
 
 def ptq_dynamic(model: keras.Model, max_frames: int = MAX_FRAMES) -> bytes:
     """Dynamic-range INT8: weights int8 per output channel, activations float."""
     converter = _converter(model, max_frames)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    with quiet_stderr():
+        return converter.convert()
 
 
 # ----------------------------------------------------------------------------- QAT
@@ -172,11 +174,23 @@ def _compile(model: keras.Model, cfg: QATConfig) -> None:
                   metrics=["accuracy"])
 
 
-def qat_finetune(model: keras.Model, train_ds, val_ds, cfg: QATConfig) -> tuple[keras.Model, dict]:
+class _ReportEpochs(keras.callbacks.Callback):
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.report({"epoch": epoch + 1, "qat": 1,
+                     **{f"qat_{k}": float(v) for k, v in (logs or {}).items()}})
+
+
+def qat_finetune(model: keras.Model, train_ds, val_ds, cfg: QATConfig, report=None
+                 ) -> tuple[keras.Model, dict]:
     """Fine-tunes a model from ``apply_qat``; early stopping restores the best val-loss epoch.
 
     ``val_ds`` must come from inner-validation signers, never the held-out one. Without it,
-    training loss is monitored instead (logged as a warning).
+    training loss is monitored instead (logged as a warning). ``report`` gets ``{epoch,
+    qat: 1, qat_loss, ...}`` after every epoch (live progress; ``--dry-run`` clocks them).
     """
     monitor = "val_loss"
     if val_ds is None:
@@ -186,7 +200,8 @@ def qat_finetune(model: keras.Model, train_ds, val_ds, cfg: QATConfig) -> tuple[
         _compile(model, cfg)
     stop = keras.callbacks.EarlyStopping(monitor=monitor, patience=cfg.patience,
                                          restore_best_weights=True)
-    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=[stop],
+    callbacks = [stop] + ([_ReportEpochs(report)] if report is not None else [])
+    history = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks,
                         verbose=0)
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     info = {"epochs_run": len(hist[monitor]), "best_epoch": int(stop.best_epoch) + 1,
@@ -268,13 +283,15 @@ def full_int8(model: keras.Model, representative: Iterable, max_frames: int = MA
                                                 for kp, m in samples)
     # The debugger is TFLite's route to selective quantisation: calibrate once, then
     # quantise with a denylist of node names read from the calibrated graph.
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
+    with quiet_stderr():
+        debugger = tf.lite.experimental.QuantizationDebugger(converter=converter)
     scopes = [KEEP_FLOAT] + [layer.name for layer in model.layers
                              if isinstance(layer, FLOAT_LAYERS)]
     keep = _float_nodes(debugger.calibrated_model, scopes)
     debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=keep)
     log.info("full int8: %d ops kept float", len(keep))
-    return debugger.get_nondebug_quantized_model()
+    with quiet_stderr():
+        return debugger.get_nondebug_quantized_model()
 
 
 def _float_nodes(tflite_bytes: bytes, scopes: list[str]) -> list[str]:

@@ -8,16 +8,25 @@ then used by that hold-out's grid trials, and every result row records them. Cho
 hold-out (instead of once for the whole sweep) is what keeps each signer's test score free of
 choices made on that signer's own data.
 
-``search_trial`` is a plain function of a config dict; Ray Tune is only the fan-out around it.
+``search_trial`` is a plain function of a config dict (the hold-out's experiment and the
+candidate's settings); Ray Tune is only the fan-out around it, and ``trial`` trains.
 """
 
 from __future__ import annotations
 
 import math
 import typing
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from signbart.config import SEEDS, QATConfig, TrainConfig, apply_settings, from_dict, within
+from signbart.config import (
+    SEEDS,
+    ExperimentConfig,
+    QATConfig,
+    TrainConfig,
+    apply_settings,
+    from_dict,
+    within,
+)
 from signbart.errors import ConfigError
 
 SECTIONS = ("train", "qat", "model")
@@ -118,53 +127,22 @@ def validate(search: SearchSpec, train: dict, qat: dict, variant: dict, where: s
 
 
 def search_trial(config: dict, report) -> float:
-    """Train one candidate on ``config['holdout']``'s fold and score it on the inner signers;
-    with ``rotations`` > 1, on that many disjoint groups of inner signers in turn.
+    """Score one candidate: ``config['experiment']`` (the hold-out's experiment, as the driver
+    built it) with ``config['params']`` applied, trained by ``trial.inner_score`` on that
+    fold's training signers and scored on its inner signers only (``rotations`` groups of
+    them in turn). The held-out signer is sealed for the whole call.
 
     ``report`` gets ``{epoch, val_accuracy, best_val_accuracy}`` after every epoch (what ASHA
-    reads; with rotations, the mean over the inner folds so far). The held-out signer is sealed for the whole call; nothing here ever tests on it.
-    Returns the best inner-validation accuracy (the checkpoint a grid trial would keep).
+    reads; with rotations, the mean over the inner folds so far). Returns the best
+    inner-validation accuracy (the checkpoint a grid trial would keep).
     """
-    from signbart.config import variant_from_dict
-    from signbart.tfkeras import set_threads
+    from signbart.trial import candidate, inner_score
 
-    if config.get("threads"):
-        set_threads(config["threads"])
-    import tempfile
-
-    from signbart.data import open_dataset
-    from signbart.train import train
-
-    t, _, v = apply_settings(config["params"], config["train"], config["qat"],
-                             config["variant"])
-    tcfg = replace(from_dict(TrainConfig, t, "search candidate: train"), refit=False)
-    if tcfg.n_val_signers < 1:
+    exp = candidate(ExperimentConfig.parse(config["experiment"]), config["params"])
+    if exp.train.n_val_signers < 1:
         raise ConfigError("search: train.n_val_signers must be >= 1 (candidates are scored on "
                           "inner-validation signers, never on the held-out one)")
-    variant = variant_from_dict(v)
-    dataset = open_dataset(config["data"])
-    folds = dataset.inner_folds(config["holdout"], tcfg.n_val_signers, config["seed"],
-                                config.get("rotations", 1))
-    bests: list[float] = []
-    best = -math.inf
-
-    def per_epoch(metrics):
-        nonlocal best
-        best = max(best, metrics.get("val_accuracy", -math.inf))
-        report({"epoch": len(bests) * tcfg.epochs + metrics["epoch"], "rotation": len(bests),
-                "val_accuracy": metrics.get("val_accuracy"),
-                "best_val_accuracy": (sum(bests) + best) / (len(bests) + 1)})
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for fold in folds:
-            dataset.seal([fold.holdout])
-            try:
-                train(tcfg, variant, dataset, fold, tmp, config["seed"], report=per_epoch)
-            finally:
-                dataset.unseal()
-            bests.append(best)
-            best = -math.inf
-    return sum(bests) / len(bests)
+    return inner_score(exp, config.get("rotations", 1), report)
 
 
 def choose(candidates: list[dict]) -> dict:

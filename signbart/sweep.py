@@ -23,6 +23,7 @@ timing (a spawned child process) do.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import itertools
@@ -63,7 +64,6 @@ from signbart.config import (
     plain,
     to_dict,
     trial_id,
-    variant_from_dict,
     within,
 )
 from signbart.data import open_dataset
@@ -82,7 +82,7 @@ from signbart.storage import (
     rows_uri,
     write_json,
 )
-from signbart.trial import failed_rows, run_trial
+from signbart.trial import KEEPBEST, expected_rows, failed_rows, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -428,17 +428,7 @@ class SweepSummary:
     def text(self) -> str:
         lines = [f"sweep {self.name}: {self.grid}", f"  storage: {self.path}"]
         if self.estimate is not None:
-            e = self.estimate
-            lines.append(f"  measured on {e['host']} ({e['threads']} thread(s)), variant "
-                         f"{e['variant']}, {e['n_train']} training samples: FP32 epoch "
-                         f"{e['fp32_epoch_s']:.2f} s" + (f", QAT epoch {e['qat_epoch_s']:.2f} s"
-                                                         if e.get("qat_epoch_s") else ""))
-            lines.append(f"  estimate: {e['trial_hours'] * 3600:.0f} s of training per trial, "
-                         + (f"{e['search_trainings']} search candidate(s) to train first, "
-                            if e.get("search_trainings") else "")
-                         + f"{e['cpu_hours']:.2f} CPU-hours in all (training only; "
-                         f"{self.skipped} trial(s) already finished)")
-            return "\n".join(lines)
+            return "\n".join(lines + estimate_text(self.estimate, self.skipped))
         lines.append(f"  cells: {self.cells_ok} ok, {self.cells_failed} failed, "
                      f"{self.cells_missing} missing of "
                      f"{self.cells}; baseline rows: {self.baseline_ok} ok, "
@@ -453,33 +443,24 @@ class SweepSummary:
         return "\n".join(lines)
 
 
-def _describe(spec: SweepSpec, grid: Grid) -> str:
+def _kinds(spec: SweepSpec, grid: Grid) -> collections.Counter:
+    """How many rows of each model kind one trial writes, as ``trial.expected_rows`` says
+    (every trial of a grid writes the same kinds)."""
+    return collections.Counter(kind for _, kind in expected_rows(grid.experiments(spec)[0]))
+
+
+def _describe(spec: SweepSpec, grid: Grid, kinds: collections.Counter) -> str:
     n = len(grid.trials())
     axes = [f"{len(grid.holdouts)} holdout(s)", f"{len(grid.seeds)} seed(s)",
             f"{len(grid.variants)} variant(s)"] + ([f"{len(grid.ablations)} ablation(s)"]
                                                   if grid.ablations else [])
+    extra = {"ensemble": "ensemble cells", KEEPBEST: "keep-best cells",
+             "baseline": "baseline rows"}
     return (f"{' x '.join(axes)} = {n} trial(s) x {len(spec.quant)} quant mode(s) "
-            f"({', '.join(spec.quant)}) = {n * len(spec.quant)} cells"
-            + (f" (+{n * _ensemble_cells(spec)} ensemble cells)" if spec.ensemble else "")
-            + (f" (+{n} keep-best cells)" if _keepbest(spec) else "")
-            + (f" (+{n} baseline rows)" if spec.baseline else "")
+            f"({', '.join(spec.quant)}) = {n * kinds['signbart']} cells"
+            + "".join(f" (+{n * kinds[k]} {what})" for k, what in extra.items() if kinds[k])
             + f"; {spec.resources.cpu:g} CPU/{spec.resources.gpu:g} GPU per trial, "
               f"{spec.retries} retries")
-
-
-def _cells_per_trial(spec: SweepSpec) -> int:
-    """SignBART's quant modes, the ensemble's files and the refit's keep-best checkpoint."""
-    return len(spec.quant) + _ensemble_cells(spec) + _keepbest(spec)
-
-
-def _ensemble_cells(spec: SweepSpec) -> int:
-    """The ensemble's float and dynamic-range files."""
-    return len({"fp32", "ptq"} & set(spec.quant)) if spec.ensemble else 0
-
-
-def _keepbest(spec: SweepSpec) -> int:
-    """1 when a refit with inner signers also scores the inner run's own checkpoint."""
-    return int(spec.train.refit and spec.train.n_val_signers > 0)
 
 
 def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=None
@@ -488,6 +469,8 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
                             "baseline_failed"), 0)
     errors, top1 = {}, {}
     trials = grid.trials()
+    kinds = _kinds(spec, grid)
+    per_trial = sum(kinds.values()) - kinds["baseline"]
     if estimate is None:
         for t in trials:
             tid = trial_id(**t)
@@ -496,7 +479,7 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
             rows = read_rows(files[:1]).to_pylist() if files else []
             whole = bool(files) and files[0].endswith(".failed.parquet")  # the trial itself
             models = [r for r in rows if r["model_kind"] != "baseline"]
-            counts["cells_missing"] += _cells_per_trial(spec) - len(models)
+            counts["cells_missing"] += per_trial - len(models)
             for r in rows:
                 if r["status"] == "ok" and r["top1"] is not None:
                     top1.setdefault(tid, {})[r["quant"] if r["model_kind"] == "signbart"
@@ -506,9 +489,9 @@ def _summarize(spec: SweepSpec, grid: Grid, path: str, skipped: int, estimate=No
                 if r["status"] != "ok" and r["model_kind"] != "baseline":
                     errors.setdefault(tid, r["error"] if whole else f"{r['quant']}: {r['error']}")
     return SweepSummary(name=spec.name, path=path, trials=len(trials),
-                        cells=len(trials) * _cells_per_trial(spec), skipped=skipped, errors=errors,
-                        top1=top1,
-                        grid=_describe(spec, grid), estimate=estimate, **counts)
+                        cells=len(trials) * per_trial, skipped=skipped, errors=errors,
+                        top1=top1, grid=_describe(spec, grid, kinds), estimate=estimate,
+                        **counts)
 
 
 def _search_trainable(config: dict) -> None:
@@ -545,9 +528,12 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                      if search.scheduler == "asha" else FIFOScheduler())
         tuner = tune.Tuner(
             trainable,
-            param_space={"data": spec.data, "variant": to_dict(grid.variants[variant]),
-                         "holdout": holdout, "seed": seed, "train": to_dict(spec.train),
-                         "qat": to_dict(spec.qat), "threads": spec.resources.threads,
+            param_space={"experiment": build_experiment(
+                             spec.data, grid.variants[variant], holdout, seed=seed,
+                             quant=spec.quant, train=spec.train, qat=spec.qat, sweep=spec.name,
+                             threads=spec.resources.threads, baseline=spec.baseline,
+                             ensemble=spec.ensemble, where=f"{spec.name}: search {key}"
+                             ).to_dict(),
                          "rotations": search.rotations, "params": search.param_space()},
             tune_config=tune.TuneConfig(num_samples=search.num_samples, scheduler=scheduler,
                                         search_alg=BasicVariantGenerator(random_state=search.seed),
@@ -621,7 +607,8 @@ def _output(*metrics: str, params: dict | None = None) -> dict:
 def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
               resume: bool = False, max_concurrent: int | None = None, dry_run: bool = False,
               smoke: bool = False, trust_storage: bool = False,
-              data: str | None = None, extend: bool = False) -> SweepSummary:
+              data: str | None = None, extend: bool = False, yes: bool = False
+              ) -> SweepSummary:
     """Run (or, with ``dry_run``, size) the sweep in ``spec_path``; see ``sweeps/README.md``.
 
     Results go to ``<storage>/<name>/results/``, models to ``<storage>/<name>/<trial_id>/``;
@@ -638,7 +625,10 @@ def run_sweep(spec_path, address: str | None = None, storage: str | None = None,
     path = join(root, spec.name)
     finished = sum(exists(rows_uri(path, trial_id(**t))) for t in grid.trials())
     if dry_run:
-        return _summarize(spec, grid, path, finished, estimate(spec, grid, path))
+        return _summarize(spec, grid, path, finished,
+                          estimate(spec, grid, path, max_concurrent))
+    if not yes:
+        gate(spec, grid, path, max_concurrent)
     resume = resume or extend
     again = _command(spec_path, address, storage, max_concurrent, smoke, data, trust_storage)
     with writer_lock(path):
@@ -772,80 +762,138 @@ def fold_experiment(spec: SweepSpec, holdout: str, seed: int, variant: str | Non
 
 # ---------------------------------------------------------------- --dry-run sizing
 
-def estimate(spec: SweepSpec, grid: Grid, path: str) -> dict:
-    """CPU-hours of the sweep's training from measured epoch times, cached in ``path``.
+GATE_CPU_HOURS = 24.0   # a sweep priced above this asks for --yes before it starts
+# The gate's analytic fallback when no trial of the spec's variants has been priced on this
+# host: CPU-seconds per sample and epoch of training (measured on 2.6 GHz AVX-512 cores, one
+# thread, 65-79 keypoints), per sample of evaluation, and the fixed cost of a trial (exports,
+# evaluation, baseline, start-up). Rough by design: it only has to tell hours from days.
+ANALYTIC_TRAIN_S = 1 / 150
+ANALYTIC_EVAL_S = 1 / 450
+ANALYTIC_FIXED_S = 60.0
 
-    The measurement (2 epochs of the first variant on the first fold, the second one timed,
-    and the same for QAT when the sweep has it) runs in a spawned child so that the driver
-    never imports TensorFlow. The cache key covers everything that changes an epoch's cost.
-    """
-    trial = grid.trials()[0]
-    variant = to_dict(grid.variants[trial["variant"]])
-    manifest = Path(spec.data) / "manifest.parquet"
-    key = config_hash({"data": spec.data, "manifest": [manifest.stat().st_size,
-                                                       manifest.stat().st_mtime_ns],
-                       "variant": variant, "holdout": trial["holdout"],
-                       "train": {**to_dict(spec.train), "epochs": 0},
-                       "qat": {**to_dict(spec.qat), "epochs": 0} if "qat" in spec.quant else None,
-                       "threads": spec.resources.threads, "host": socket.gethostname()})
-    cache = join(path, "epoch_time.json")
-    measured = read_json(cache)
-    if not measured or measured.get("key") != key:
+
+def cache_dir() -> Path:
+    """Where ``--dry-run`` keeps its measured trial prices: ``$XDG_CACHE_HOME/signbart``
+    (``~/.cache/signbart``). Never in the sweep's storage."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "signbart"
+
+
+def _price_key(exp: ExperimentConfig) -> str:
+    """What changes a trial's cost: its data (the manifest's size and time), everything in
+    its experiment but the hold-out, the code and the host."""
+    from signbart.results import git_sha
+
+    manifest = Path(exp.data) / "manifest.parquet"
+    d = exp.to_dict()
+    d.pop("holdout")
+    return config_hash({"experiment": d, "manifest": [manifest.stat().st_size,
+                                                      manifest.stat().st_mtime_ns],
+                        "code": git_sha(), "host": socket.gethostname()})
+
+
+def _cached_price(exp: ExperimentConfig) -> dict | None:
+    return read_json(cache_dir() / f"price-{_price_key(exp)}.json")
+
+
+def _price(exp: ExperimentConfig) -> dict:
+    """``trial.price`` of ``exp`` in a spawned child with TensorFlow's output silenced (the
+    driver never imports TensorFlow), cached under ``cache_dir()``."""
+    price = _cached_price(exp)
+    if price is None:
         ctx = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            measured = pool.submit(_time_epochs, spec.data, variant, trial["holdout"],
-                                   trial["seed"], to_dict(spec.train),
-                                   to_dict(spec.qat) if "qat" in spec.quant else None,
-                                   spec.resources.threads).result()
-        measured.update(key=key, host=socket.gethostname(), threads=spec.resources.threads,
-                        variant=trial["variant"])
-        write_json(cache, measured)
-    seconds = (spec.train.epochs * measured["fp32_epoch_s"]
-               + (spec.qat.epochs * measured["qat_epoch_s"] if "qat" in spec.quant else 0.0))
-    todo = len(grid.trials()) - sum(exists(rows_uri(path, trial_id(**t)))
-                                    for t in grid.trials())
-    searches = 0
-    if spec.search is not None:
-        searches = spec.search.candidates() * sum(
-            not exists(join(path, "search", f"{search_key(h, v)}.json"))
-            for h in grid.holdouts for v in grid.variants)
-    search_hours = searches * spec.train.epochs * measured["fp32_epoch_s"] / 3600
-    return {**measured, "trial_hours": seconds / 3600, "search_trainings": searches,
-            "cpu_hours": (todo * seconds / 3600 + search_hours) * spec.resources.cpu}
+            price = pool.submit(_price_quietly, exp.to_dict()).result()
+        price["host"] = socket.gethostname()
+        write_json(cache_dir() / f"price-{_price_key(exp)}.json", price)
+    return price
 
 
-def _time_epochs(data: str, variant: dict, holdout: str, seed: int, train_cfg: dict,
-                 qat_cfg: dict | None, threads: int) -> dict:
-    """Seconds per FP32 (and QAT) epoch, timing the second epoch so tracing is excluded."""
-    from signbart.tfkeras import keras, set_threads
+def _price_quietly(experiment: dict) -> dict:
+    """In the child: no TensorFlow lines on the terminal (errors come back as exceptions)."""
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        os.dup2(null.fileno(), 2)
+    from signbart.trial import price
 
-    set_threads(threads)
-    from signbart import quantize
-    from signbart.preprocess import prepare
-    from signbart.train import make_dataset, train
-
-    class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.last = time.perf_counter() - self.t0
-
-    variant = variant_from_dict(variant)
-    tcfg = from_dict(TrainConfig, {**train_cfg, "epochs": 2, "early_stopping": 0,
-                                    "warmup_epochs": 0}, "train")
-    dataset = open_dataset(data)
-    fold = dataset.fold(holdout, tcfg.n_val_signers, seed)
-    ticks = []
     with tempfile.TemporaryDirectory() as tmp:
-        trained = train(tcfg, variant, dataset, fold, tmp, seed,
-                        report=lambda m: ticks.append(time.perf_counter()))
-    out = {"fp32_epoch_s": ticks[-1] - ticks[-2], "n_train": len(fold.train)}
-    if qat_cfg is not None:
-        qcfg = from_dict(QATConfig, qat_cfg, "qat")
-        prep = prepare(dataset, fold.train, variant, tcfg.max_frames)
-        clock = Clock()
-        quantize.apply_qat(trained.model, qcfg).fit(
-            make_dataset(prep, qcfg.batch_size, seed), epochs=2, verbose=0, callbacks=[clock])
-        out["qat_epoch_s"] = clock.last
-    return out
+        return price(ExperimentConfig.parse(experiment), tmp)
+
+
+def _analytic_price(exp: ExperimentConfig) -> dict:
+    """A trial's CPU-seconds from its sample counts alone (``ANALYTIC_*``)."""
+    fold = open_dataset(exp.data).fold(exp.holdout, exp.train.n_val_signers, exp.seed)
+    t, q = exp.train, exp.qat
+    n_train, n_val = len(fold.train), len(fold.val)
+    refit = t.refit and n_val > 0
+    n_final = n_train + n_val if refit else n_train
+    trained = t.epochs * (n_train + (n_final if refit else 0))
+    trained += q.epochs * n_final * ("qat" in exp.quant)
+    evaluated = t.epochs * n_val + len(fold.test) * (len(expected_rows(exp)) + 1)
+    cpu = ANALYTIC_TRAIN_S * trained + ANALYTIC_EVAL_S * evaluated + ANALYTIC_FIXED_S
+    return {"cpu_s": cpu, "epoch_cpu_s": {"inner": ANALYTIC_TRAIN_S * n_train
+                                          + ANALYTIC_EVAL_S * n_val},
+            "short_cpu_s": cpu, "short_wall_s": cpu, "analytic": True}
+
+
+def estimate(spec: SweepSpec, grid: Grid, path: str, max_concurrent: int | None = None,
+             measure: bool = True) -> dict:
+    """The unfinished trials' CPU-hours and the sweep's wall-clock at its concurrency.
+
+    Each variant is priced on its own (a 42- and a 90-keypoint model differ) by a short real
+    run of its first trial with every row kind the spec asks for (``trial.price``), cached
+    under ``cache_dir()``. With ``measure`` False nothing runs: uncached variants get the
+    analytic figure (``_analytic_price``), which is what the pre-sweep gate uses.
+    """
+    experiments = grid.experiments(spec)
+    prices = {}
+    for exp in experiments:
+        name = exp.variant.name
+        if name not in prices:
+            prices[name] = (_price(exp) if measure else _cached_price(exp)
+                            or _analytic_price(exp))
+    todo = [e for e in experiments if not exists(rows_uri(path, e.name))]
+    concurrency = max(1, int((os.cpu_count() or 1) // spec.resources.cpu))
+    if max_concurrent:
+        concurrency = min(concurrency, max_concurrent)
+    trial_s = [prices[e.variant.name]["cpu_s"] for e in todo]
+    walls = [prices[e.variant.name]["cpu_s"] * prices[e.variant.name]["short_wall_s"]
+             / prices[e.variant.name]["short_cpu_s"] for e in todo]
+    searches = 0
+    search_s = 0.0
+    if spec.search is not None:
+        per = spec.search.candidates() * spec.search.rotations * spec.train.epochs
+        for h, v in itertools.product(grid.holdouts, grid.variants):
+            if not exists(join(path, "search", f"{search_key(h, v)}.json")):
+                searches += spec.search.candidates()
+                search_s += per * prices[v]["epoch_cpu_s"]["inner"]
+    wall = max(sum(walls) / concurrency, max(walls, default=0.0)) + search_s / concurrency
+    return {"trials": [e.name for e in todo], "prices": prices, "concurrency": concurrency,
+            "search_trainings": searches, "cpu_hours": (sum(trial_s) + search_s) / 3600,
+            "wall_hours": wall / 3600, "host": socket.gethostname(),
+            "threads": spec.resources.threads}
+
+
+def estimate_text(e: dict, skipped: int) -> list[str]:
+    """The dry-run's lines: the trials still to run, each variant's price, the totals."""
+    lines = [f"  trials to run ({len(e['trials'])}; {skipped} already finished):"]
+    lines += [f"    {t}" for t in e["trials"]]
+    for name, p in e["prices"].items():
+        how = ("analytic, nothing measured yet" if p.get("analytic") else
+               f"measured on {e['host']}, {e['threads']} thread(s)")
+        lines.append(f"  {name}: {p['cpu_s']:.0f} CPU-s per trial ({how}; every row: training, "
+                     "refit, QAT, exports, INT8 calibration, evaluation, latency)")
+    lines.append(f"  estimate: {e['cpu_hours']:.2f} CPU-hours, about {e['wall_hours']:.2f} h "
+                 f"wall-clock at {e['concurrency']} trial(s) at a time"
+                 + (f" (with {e['search_trainings']} search candidate(s) to train first)"
+                    if e["search_trainings"] else ""))
+    return lines
+
+
+def gate(spec: SweepSpec, grid: Grid, path: str, max_concurrent: int | None) -> None:
+    """Refuse a sweep priced beyond the machine (``GATE_CPU_HOURS``) unless told ``yes``;
+    priced from the cache or analytically, so it costs no training."""
+    e = estimate(spec, grid, path, max_concurrent, measure=False)
+    if e["cpu_hours"] > GATE_CPU_HOURS:
+        raise ConfigError(f"{spec.name}: priced at {e['cpu_hours']:.0f} CPU-hours (over "
+                          f"{GATE_CPU_HOURS:.0f}; --dry-run shows how), so it starts only "
+                          "with --yes")

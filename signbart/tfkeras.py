@@ -5,15 +5,40 @@ must be selected before TensorFlow is first imported. Every module that needs Ke
 does ``from signbart.tfkeras import tf, keras``; nothing imports ``keras`` directly.
 """
 
+import contextlib
 import os
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# 3: no C++ INFO/WARNING/ERROR lines (on a machine without a GPU, ERROR is "failed call to
+# cuInit"); set it lower to debug TensorFlow itself.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import tensorflow as tf
-import tf_keras as keras
 
-__all__ = ["keras", "seed_everything", "set_threads", "tf"]
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 where TensorFlow's C++ logs past its log level: its shared
+    libraries log from static initialisers while loading ("Unable to register cuDNN factory",
+    "computation placer already registered"), and the TFLite converter through its own
+    logger ("Ignored output_format"). Errors still raise, after; TF_CPP_MIN_LOG_LEVEL below 3
+    shows everything."""
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] < "3":
+        yield
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with quiet_stderr():
+    import tensorflow as tf
+    import tf_keras as keras
+
+__all__ = ["keras", "quiet_stderr", "seed_everything", "set_threads", "tf"]
 
 
 def set_threads(n: int) -> None:

@@ -145,6 +145,16 @@ def concat(*parts: Prepared) -> Prepared:
                     y=np.concatenate([p.y for p in parts]))
 
 
+def compile_model(model, cfg: TrainConfig, num_labels: int, n_train: int):
+    """``model`` compiled for training as every fit does it (``bench_train`` times this)."""
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(cfg, n_train),
+                                                   weight_decay=cfg.weight_decay),
+                  loss=sparse_ce(cfg.label_smoothing, num_labels),
+                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                  jit_compile=cfg.jit_compile)
+    return model
+
+
 @dataclass
 class _Fit:
     model: object
@@ -165,11 +175,7 @@ def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
     val_ds = (make_dataset(val_prep, EVAL_BATCH, seed, shuffle=False) if val_prep is not None
               else None)
-    model = build_model(model_cfg)
-    model.compile(optimizer=keras.optimizers.AdamW(learning_rate=learning_rate(cfg, len(train_prep)),
-                                                   weight_decay=cfg.weight_decay),
-                  loss=sparse_ce(cfg.label_smoothing, model_cfg.num_labels),
-                  metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    model = compile_model(build_model(model_cfg), cfg, model_cfg.num_labels, len(train_prep))
     prefix = "val_" if val_ds is not None else ""
     monitor = prefix + "accuracy"
     keep = KeepBest(prefix)

@@ -84,7 +84,17 @@ def train_fp32(cfg: ExperimentConfig, dataset, fold, out: Path, report=None) -> 
     return Trained(result, fields, card)
 
 
-def _tflite_bytes(cfg: ExperimentConfig, trained: Trained, quant: str) -> tuple[bytes, dict]:
+def write_export(path: Path, blob: bytes, data, card: dict, **fields) -> None:
+    """The one way a trial writes a ``.tflite``: checked on eight of ``data``'s samples (it
+    loads, has the phone signature, gives finite logits), then written with its model card."""
+    from signbart import tflite
+
+    tflite.check(blob, data.x[:8], data.mask[:8])
+    tflite.ModelCard(**card, **fields).write(path, blob)
+
+
+def _tflite_bytes(cfg: ExperimentConfig, trained: Trained, quant: str, report=None
+                  ) -> tuple[bytes, dict]:
     """The TFLite bytes of one quant mode, and its row fields (QAT fine-tunes a copy first)."""
     from signbart import quantize
     from signbart.train import make_dataset
@@ -104,13 +114,14 @@ def _tflite_bytes(cfg: ExperimentConfig, trained: Trained, quant: str) -> tuple[
     # after a refit the inner signers are training data: QAT then has no validation set
     va = (make_dataset(val_data, EVAL_BATCH, cfg.seed, shuffle=False)
           if len(val_data) and not cfg.train.refit else None)
-    qat_model, info = quantize.qat_finetune(qat_model, tr, va, cfg.qat)
+    qat_model, info = quantize.qat_finetune(qat_model, tr, va, cfg.qat, report)
     return quantize.qat_to_tflite(qat_model, frames), {"qat_epochs": info["epochs_run"]}
 
 
-def export(cfg: ExperimentConfig, trained: Trained, out: Path
+def export(cfg: ExperimentConfig, trained: Trained, out: Path, report=None
            ) -> tuple[dict[str, tuple[Path, dict]], dict[str, tuple[Path, Exception]]]:
-    """Each quant mode as a checked ``.tflite`` with its model card beside it.
+    """Each quant mode as a checked ``.tflite`` with its model card beside it; QAT's epochs
+    go to ``report`` as ``train`` sends its own.
 
     Returns ({quant: (path, row fields)}, {quant: (path, error) of a mode that failed}).
     """
@@ -121,9 +132,8 @@ def export(cfg: ExperimentConfig, trained: Trained, out: Path
     for quant in cfg.quant:
         path = out / tflite.MODEL_FILES[quant]
         try:
-            blob, fields = _tflite_bytes(cfg, trained, quant)
-            tflite.check(blob, data.x[:8], data.mask[:8])
-            tflite.ModelCard(**trained.card, quant=quant).write(path, blob)
+            blob, fields = _tflite_bytes(cfg, trained, quant, report)
+            write_export(path, blob, data, trained.card, quant=quant)
             exported[quant] = (path, fields)
         except Exception as err:  # recorded as a failed row; the other modes go on
             log.debug("%s", traceback.format_exc())
@@ -177,12 +187,65 @@ def run_trial(cfg: ExperimentConfig, out_dir, report=None) -> list[dict]:
     out = Path(out_dir)
     write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=1))
     trained = train_fp32(cfg, dataset, fold, out, report)
-    exported, errors = export(cfg, trained, out)
+    exported, errors = export(cfg, trained, out, report)
     rows = [_failed(cfg, fold, dataset, quant, err, model_path=str(path), **trained.fields)
             for quant, (path, err) in errors.items()]
     rows += evaluate_exports(cfg, dataset, fold, trained, out, exported)
     order = {cell: i for i, cell in enumerate(expected_rows(cfg))}
     return sorted(rows, key=lambda r: order[r["quant"], r["model_kind"]])
+
+
+def candidate(cfg: ExperimentConfig, settings: dict) -> ExperimentConfig:
+    """``cfg`` with a search candidate's dotted ``settings`` applied, built as every
+    experiment is (``build_experiment``), without refit: a candidate is scored by its inner
+    run."""
+    from dataclasses import replace
+
+    from signbart.config import build_experiment
+
+    exp = build_experiment(cfg.data, cfg.variant, cfg.holdout, seed=cfg.seed, quant=cfg.quant,
+                           train=cfg.train, qat=cfg.qat, settings=settings, sweep=cfg.sweep,
+                           threads=cfg.threads, baseline=cfg.baseline, ensemble=cfg.ensemble,
+                           where="search candidate")
+    return replace(exp, train=replace(exp.train, refit=False))
+
+
+def inner_score(cfg: ExperimentConfig, rotations: int, report) -> float:
+    """Train ``cfg`` on its hold-out's training signers and score it on ``rotations`` disjoint
+    groups of inner signers in turn; the mean best inner-validation accuracy. Nothing is
+    exported and the held-out signer stays sealed. ``report`` gets ``{epoch, rotation,
+    val_accuracy, best_val_accuracy}`` (the mean over the rotations so far)."""
+    import math
+    import tempfile
+
+    from signbart.data import open_dataset
+    from signbart.train import train
+
+    if cfg.threads:
+        from signbart.tfkeras import set_threads
+        set_threads(cfg.threads)
+    dataset = open_dataset(cfg.data)
+    folds = dataset.inner_folds(cfg.holdout, cfg.train.n_val_signers, cfg.seed, rotations)
+    bests: list[float] = []
+    best = -math.inf
+
+    def per_epoch(metrics):
+        nonlocal best
+        best = max(best, metrics.get("val_accuracy", -math.inf))
+        report({"epoch": len(bests) * cfg.train.epochs + metrics["epoch"],
+                "rotation": len(bests), "val_accuracy": metrics.get("val_accuracy"),
+                "best_val_accuracy": (sum(bests) + best) / (len(bests) + 1)})
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for fold in folds:
+            dataset.seal([fold.holdout])
+            try:
+                train(cfg.train, cfg.variant, dataset, fold, tmp, cfg.seed, report=per_epoch)
+            finally:
+                dataset.unseal()
+            bests.append(best)
+            best = -math.inf
+    return sum(bests) / len(bests)
 
 
 def expected_rows(cfg: ExperimentConfig) -> list[tuple[str, str]]:
@@ -211,14 +274,14 @@ def _score(path: Path, test, num_labels: int) -> dict:
 def _keepbest_row(cfg, dataset, fold, trained: Trained, test, out: Path) -> dict:
     """The refit's ablation partner: the inner run's own checkpoint (best inner-val epoch,
     trained without the inner signers), scored as FP32 TFLite on the same held-out signer."""
-    from signbart import quantize, tflite
+    from signbart import quantize
 
     path = out / "model_keepbest_fp32.tflite"
     fields = {**trained.fields, "epochs_run": trained.result.best_epoch, "train_seconds": None,
               "n_train": len(fold.train)}
     try:
         blob = quantize.to_tflite(trained.result.inner_model, cfg.train.max_frames)
-        tflite.ModelCard(**trained.card, quant="fp32").write(path, blob)
+        write_export(path, blob, trained.result.inner_train_data, trained.card, quant="fp32")
         return _row(cfg, fold, dataset, "fp32", model_kind=KEEPBEST, model_path=str(path),
                     **_score(path, test, len(dataset.labels)), **fields)
     except Exception as err:
@@ -283,7 +346,7 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
                    ) -> list[dict]:
     """SignBART + baseline as one .tflite per float/dynamic-range mode, scored like SignBART.
     The share, the graph and its cost are the same for every mode: built once."""
-    from signbart import ensemble, evaluate, quantize, tflite
+    from signbart import ensemble, evaluate, quantize
     from signbart.model import count_params
 
     result, frames = trained.result, cfg.train.max_frames
@@ -305,9 +368,9 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
         try:
             blob = (quantize.to_tflite(model, frames) if quant == "fp32"
                     else quantize.ptq_dynamic(model, frames))
-            tflite.check(blob, result.train_data.x[:8], result.train_data.mask[:8])
-            tflite.ModelCard(**{**trained.card, "params": params, "flops": flops}, quant=quant,
-                             model_kind="ensemble", ensemble_weight=weight).write(path, blob)
+            write_export(path, blob, result.train_data, {**trained.card, "params": params,
+                                                          "flops": flops},
+                         quant=quant, model_kind="ensemble", ensemble_weight=weight)
             rows.append(_row(
                 cfg, fold, dataset, quant, model_kind="ensemble", model_path=str(path),
                 params=params, flops=flops, ensemble_weight=weight,
@@ -319,3 +382,45 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
             rows.append(_failed(cfg, fold, dataset, quant, err, model_kind="ensemble",
                                 model_path=str(path)))
     return rows
+
+
+PRICE_EPOCHS = 3       # the short run --dry-run clocks: enough for a steady epoch after tracing
+PRICE_QAT_EPOCHS = 2
+
+
+def price(cfg: ExperimentConfig, out_dir) -> dict:
+    """CPU-seconds of ``cfg``'s trial, from a short real run of it: ``PRICE_EPOCHS`` epochs
+    (and the refit and QAT epochs that follow), every export, evaluation and fit its rows
+    need, clocked per training phase. The full trial then costs the short one plus its extra
+    epochs at the steady per-epoch cost of their phase (an upper bound: the refit runs the
+    inner run's best epoch count, early stopping may end sooner)."""
+    import statistics
+    import time
+    from dataclasses import replace
+
+    epochs = min(PRICE_EPOCHS, cfg.train.epochs)
+    short = replace(cfg, train=replace(cfg.train, epochs=epochs, early_stopping=0,
+                                       warmup_epochs=min(cfg.train.warmup_epochs, epochs - 1)),
+                    qat=replace(cfg.qat, epochs=min(PRICE_QAT_EPOCHS, cfg.qat.epochs)))
+    ticks: list[tuple[str, float]] = []
+
+    def clock(metrics: dict) -> None:
+        phase = "qat" if metrics.get("qat") else "refit" if metrics.get("refit") else "inner"
+        ticks.append((phase, time.process_time()))
+
+    c0, w0 = time.process_time(), time.perf_counter()
+    run_trial(short, out_dir, report=clock)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    full = {"inner": cfg.train.epochs, "refit": cfg.train.epochs, "qat": cfg.qat.epochs}
+    extra = 0.0
+    epoch_s = {}
+    for phase in full:
+        times = [t for p, t in ticks if p == phase]
+        if len(times) > 1:   # the first epoch carries the tracing: steady ones only
+            epoch_s[phase] = statistics.median(b - a for a, b in zip(times, times[1:]))
+        elif times:          # a one-epoch refit: its epochs cost about the inner run's
+            epoch_s[phase] = epoch_s.get("inner", 0.0)
+        if times:
+            extra += max(0, full[phase] - len(times)) * epoch_s[phase]
+    return {"cpu_s": cpu + extra, "short_cpu_s": cpu, "short_wall_s": wall,
+            "epoch_cpu_s": epoch_s}

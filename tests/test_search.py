@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from signbart.config import apply_settings, variant_from_dict
+from signbart.config import (
+    TrainConfig,
+    apply_settings,
+    build_experiment,
+    load_variant,
+    variant_from_dict,
+)
 from signbart.data import Dataset
 from signbart.errors import ConfigError
 from signbart.results import read_rows
@@ -92,6 +98,13 @@ def test_candidates_and_choice():
         choose([{"index": 0, "best_val_accuracy": None}])
 
 
+def _experiment(data, variant_path, **train) -> dict:
+    """The hold-out's experiment as the sweep driver hands it to a search candidate."""
+    return build_experiment(str(data), load_variant(variant_path), "user02", seed=5, threads=1,
+                            train=TrainConfig(epochs=2, batch_size=8, max_frames=32,
+                                              n_val_signers=1, **train)).to_dict()
+
+
 def test_search_trial_scores_on_inner_signers_and_never_reads_the_holdout(
         synth_dataset, tiny_variant, monkeypatch):
     read = []
@@ -103,10 +116,7 @@ def test_search_trial_scores_on_inner_signers_and_never_reads_the_holdout(
 
     monkeypatch.setattr(Dataset, "keypoints", spy)
     reports = []
-    config = {"data": str(synth_dataset), "holdout": "user02", "seed": 5, "threads": 1,
-              "variant": yaml.safe_load(tiny_variant.read_text()),
-              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "n_val_signers": 1},
-              "qat": {}, "params": {"train.lr": 2e-3}}
+    config = {"experiment": _experiment(synth_dataset, tiny_variant), "params": {"train.lr": 2e-3}}
     best = search_trial(config, reports.append)
     assert [r["epoch"] for r in reports] == [1, 2]
     assert best == max(r["val_accuracy"] for r in reports) == reports[-1]["best_val_accuracy"]
@@ -117,11 +127,8 @@ def test_search_trial_scores_on_inner_signers_and_never_reads_the_holdout(
 
 def test_search_rotation_scores_the_mean_over_disjoint_inner_signers(synth_dataset, tiny_variant):
     reports = []
-    config = {"data": str(synth_dataset), "holdout": "user02", "seed": 5, "threads": 1,
-              "variant": yaml.safe_load(tiny_variant.read_text()), "rotations": 2,
-              "train": {"epochs": 2, "batch_size": 8, "max_frames": 32, "n_val_signers": 1,
-                        "refit": True},
-              "qat": {}, "params": {"train.lr": 2e-3}}
+    config = {"experiment": _experiment(synth_dataset, tiny_variant, refit=True),
+              "rotations": 2, "params": {"train.lr": 2e-3}}
     score = search_trial(config, reports.append)
     assert [(r["rotation"], r["epoch"]) for r in reports] == [(0, 1), (0, 2), (1, 3), (1, 4)]
     per_fold = [max(r["val_accuracy"] for r in reports if r["rotation"] == i) for i in (0, 1)]

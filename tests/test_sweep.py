@@ -443,23 +443,6 @@ def test_train_runs_one_cell_of_a_spec_as_the_sweep_resolves_it(tmp_path, synth_
     assert json.loads(row["config"]) == exp.to_dict()     # the very experiment the sweep runs
 
 
-@pytest.mark.slow
-def test_dry_run_measures_once_and_runs_nothing(tmp_path, synth_dataset, variants):
-    spec = write_spec(tmp_path / "s.yaml", **spec_fields(
-        synth_dataset, [variants["tiny"]], quant=["fp32", "qat"],
-        train={"epochs": 80, "batch_size": 8}, qat={"epochs": 20, "batch_size": 8}))
-    runs = [run_sweep(spec, storage=str(tmp_path / "store"), dry_run=True) for _ in range(2)]
-    for run in runs:
-        e = run.estimate
-        assert run.exit_code == 0 and run.dry_run
-        assert 0 < e["fp32_epoch_s"] < 60 and 0 < e["qat_epoch_s"] < 60 and e["n_train"] == 60
-        assert e["cpu_hours"] == pytest.approx(4 * (80 * e["fp32_epoch_s"]
-                                                    + 20 * e["qat_epoch_s"]) / 3600)
-        assert "4 trial(s)" in str(run) and "CPU-hours" in str(run)
-    assert runs[0].estimate == runs[1].estimate          # the second run read the cache
-    assert not (tmp_path / "store/t/results").exists()  # nothing ran
-
-
 def test_driver_never_imports_tensorflow(synth_dataset, variants, tmp_path):
     """Validating a spec and building its grid (all the driver does) stays TF-free."""
     spec = write_spec(tmp_path / "s.yaml", **spec_fields(synth_dataset, [variants["tiny"]]))

@@ -46,8 +46,10 @@ def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dat
                            quant=["fp32", "ptq", "qat"], sweep="t",
                            train=TrainConfig(epochs=3, batch_size=8),
                            qat=QATConfig(epochs=1, batch_size=8))
-    rows = run_trial(cfg, tmp_path, report=lambda m: epochs_seen.append(m["epoch"]))
-    assert epochs_seen == [1, 2, 3]       # FP32 trained exactly once, epochs reported live
+    rows = run_trial(cfg, tmp_path, report=lambda m: epochs_seen.append((m["epoch"],
+                                                                          m.get("qat"))))
+    # FP32 trained exactly once, then QAT's epoch; both reported live
+    assert epochs_seen == [(1, None), (2, None), (3, None), (1, 1)]
     kinds = [(r["model_kind"], r["quant"], r["status"]) for r in rows]
     assert kinds == [("signbart", "fp32", "ok"), ("signbart", "ptq", "ok"),
                      ("signbart", "qat", "ok"), ("baseline", "fp32", "ok")]
