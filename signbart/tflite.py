@@ -29,7 +29,7 @@ from signbart.config import MAX_FRAMES, QUANT_MODES, VariantConfig, from_dict, t
 from signbart.errors import UserError
 from signbart.layouts import Layout
 from signbart.storage import exists, read_bytes, with_suffix, write_bytes, write_text
-from signbart.tfkeras import tf
+from signbart.tfkeras import quiet_stderr, tf
 
 INPUTS = ("keypoints", "attention_mask")
 OUTPUT = "logits"
@@ -234,7 +234,8 @@ class Runner:
             k = self._keypoints["shape"][2]
             self._interpreter.resize_tensor_input(self._keypoints["index"], [1, frames, k, 2])
             self._interpreter.resize_tensor_input(self._mask["index"], [1, frames])
-        self._interpreter.allocate_tensors()
+        with quiet_stderr():  # TFLite's C++ "Created TensorFlow Lite XNNPACK delegate" line
+            self._interpreter.allocate_tensors()
         details = self._interpreter.get_input_details()
         self._keypoints, self._mask = (_input_named(details, name) for name in INPUTS)
         outputs = self._interpreter.get_output_details()

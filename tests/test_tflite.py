@@ -140,6 +140,23 @@ def test_an_edited_card_copy_is_refused_by_evaluate_and_predict(tmp_path, synth_
         assert p.stderr.strip().splitlines()[-1] == f"signbart {command[0]}: error: {sentence}"
 
 
+def test_evaluate_prints_no_tensorflow_cpp_lines(tmp_path, synth_dataset):
+    """The interpreter's "Created TensorFlow Lite XNNPACK delegate" and TensorFlow's start-up
+    lines are C++ prints past Python's logging: the default output has none of them."""
+    dataset_labels = json.loads((synth_dataset / "labels.json").read_text())
+    variant = VariantConfig(name="hands", num_labels=len(dataset_labels["labels"]),
+                            keypoints={"left_hand": ["wrist"], "right_hand": ["wrist", "thumb_tip"]})
+    card = card_for(variant=variant, labels=tuple(dataset_labels["labels"]),
+                    glosses=tuple(dataset_labels["glosses"]))
+    path = write(tmp_path, to_tflite(tiny_model(k=3, labels=len(card.labels)), FRAMES), card)
+    p = subprocess.run([sys.executable, "-m", "signbart.cli", "evaluate", "--model", str(path),
+                        "--data", str(synth_dataset), "--holdout", "user01"],
+                       capture_output=True, text=True, cwd=REPO, check=False)
+    assert p.returncode == 0, p.stderr[-2000:]
+    for line in ("XNNPACK", "cuInit", "oneDNN", "absl::InitializeLog"):
+        assert line not in p.stderr + p.stdout
+
+
 def test_a_copy_of_another_models_card_is_refused(tmp_path, blob):
     path = write(tmp_path, blob, card_for())
     other = write(tmp_path, blob, card_for(git_sha="def"), name="other.tflite")
