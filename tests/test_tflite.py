@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +106,17 @@ def edit(copy_path, change) -> None:
     copy_path.write_text(json.dumps(card, indent=1))
 
 
+def dataset_model(tmp_path, dataset) -> Path:
+    """A tiny 3-keypoint model with its card, for ``dataset``'s classes: what evaluate and
+    predict accept on that dataset."""
+    labels = json.loads((dataset / "labels.json").read_text())
+    variant = VariantConfig(name="hands", num_labels=len(labels["labels"]),
+                            keypoints={"left_hand": ["wrist"], "right_hand": ["wrist", "thumb_tip"]})
+    card = card_for(variant=variant, labels=tuple(labels["labels"]),
+                    glosses=tuple(labels["glosses"]))
+    return write(tmp_path, to_tflite(tiny_model(k=3, labels=len(card.labels)), FRAMES), card)
+
+
 EDITS = {
     # the probe's edit: the keypoint groups in another order (left/right hands swapped)
     "variant.keypoints": lambda c: c["variant"].update(keypoints=dict(
@@ -116,12 +128,7 @@ EDITS = {
 
 @pytest.mark.parametrize("field", EDITS)
 def test_an_edited_card_copy_is_refused_by_evaluate_and_predict(tmp_path, synth_dataset, field):
-    dataset_labels = json.loads((synth_dataset / "labels.json").read_text())
-    variant = VariantConfig(name="hands", num_labels=len(dataset_labels["labels"]),
-                            keypoints={"left_hand": ["wrist"], "right_hand": ["wrist", "thumb_tip"]})
-    card = card_for(variant=variant, labels=tuple(dataset_labels["labels"]),
-                    glosses=tuple(dataset_labels["glosses"]))
-    path = write(tmp_path, to_tflite(tiny_model(k=3, labels=len(card.labels)), FRAMES), card)
+    path = dataset_model(tmp_path, synth_dataset)
     copy = path.with_suffix(".json")
     edit(copy, EDITS[field])
     sentence = (f"{copy}: field '{field}' differs from the card embedded in {path} (the copy "
@@ -143,12 +150,7 @@ def test_an_edited_card_copy_is_refused_by_evaluate_and_predict(tmp_path, synth_
 def test_evaluate_prints_no_tensorflow_cpp_lines(tmp_path, synth_dataset):
     """The interpreter's "Created TensorFlow Lite XNNPACK delegate" and TensorFlow's start-up
     lines are C++ prints past Python's logging: the default output has none of them."""
-    dataset_labels = json.loads((synth_dataset / "labels.json").read_text())
-    variant = VariantConfig(name="hands", num_labels=len(dataset_labels["labels"]),
-                            keypoints={"left_hand": ["wrist"], "right_hand": ["wrist", "thumb_tip"]})
-    card = card_for(variant=variant, labels=tuple(dataset_labels["labels"]),
-                    glosses=tuple(dataset_labels["glosses"]))
-    path = write(tmp_path, to_tflite(tiny_model(k=3, labels=len(card.labels)), FRAMES), card)
+    path = dataset_model(tmp_path, synth_dataset)
     p = subprocess.run([sys.executable, "-m", "signbart.cli", "evaluate", "--model", str(path),
                         "--data", str(synth_dataset), "--holdout", "user01"],
                        capture_output=True, text=True, cwd=REPO, check=False)
