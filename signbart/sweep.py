@@ -46,7 +46,7 @@ from ray import tune
 from ray.tune import CLIReporter
 from ray.tune.trainable.function_trainable import wrap_function
 
-from signbart import sweeprecord
+from signbart import sweeprecord, tfkeras
 from signbart.config import (
     QUANT_MODES,
     SEED,
@@ -87,7 +87,7 @@ from signbart.trial import KEEPBEST, expected_rows, failed_rows, run_trial
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "ray_results"
-WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+WORKER_ENV = tfkeras.ENV
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 

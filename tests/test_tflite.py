@@ -3,6 +3,7 @@ beside the model held to it."""
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -151,9 +152,11 @@ def test_evaluate_prints_no_tensorflow_cpp_lines(tmp_path, synth_dataset):
     """The interpreter's "Created TensorFlow Lite XNNPACK delegate" and TensorFlow's start-up
     lines are C++ prints past Python's logging: the default output has none of them."""
     path = dataset_model(tmp_path, synth_dataset)
+    # as a user's shell has it: an earlier in-process sweep in this session may have set it
+    default_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     p = subprocess.run([sys.executable, "-m", "signbart.cli", "evaluate", "--model", str(path),
                         "--data", str(synth_dataset), "--holdout", "user01"],
-                       capture_output=True, text=True, cwd=REPO, check=False)
+                       capture_output=True, text=True, cwd=REPO, check=False, env=default_env)
     assert p.returncode == 0, p.stderr[-2000:]
     for line in ("XNNPACK", "cuInit", "oneDNN", "absl::InitializeLog"):
         assert line not in p.stderr + p.stdout
