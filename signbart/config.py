@@ -299,6 +299,7 @@ class VariantConfig:
     description: str = ""
     framing: FramingConfig | None = None   # None: the camera's own framing, as the reference
     anchors: bool = False                  # append body-anchored hand motion (preprocess)
+    handedness: str = "as-extracted"       # or "auto": mirror left-dominant clips (preprocess)
 
     LIMITS: typing.ClassVar[dict[str, str]] = {"num_labels": ModelConfig.LIMITS["num_labels"]}
 
@@ -306,6 +307,9 @@ class VariantConfig:
         within(self)
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout: unknown layout {self.layout!r} (known: {', '.join(LAYOUTS)})")
+        if self.handedness not in HANDEDNESS:
+            raise ValueError(f"handedness: {self.handedness!r} is not one of "
+                             f"{', '.join(HANDEDNESS)}")
         self.keys(get_layout(self.layout))
         if self.framing is not None:
             missing = [k for k in SHOULDERS if k not in get_layout(self.layout).keys]
@@ -361,6 +365,9 @@ class VariantConfig:
 
 
 SHOULDERS = ("pose.left_shoulder", "pose.right_shoulder")
+# as-extracted: the clip's hands stay in the slots extraction gave them (signers.csv or
+# `predict --mirror` decide); auto: a clip whose left hand is the more active is mirrored.
+HANDEDNESS = ("as-extracted", "auto")
 MOUTH = ("pose.mouth_left", "pose.mouth_right")
 HANDS = ("left_hand", "right_hand")
 # Per hand, relative to the shoulders (see ``preprocess.anchor_features``).

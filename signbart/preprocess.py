@@ -12,6 +12,10 @@ shoulders sit where the config says (``reframe``): signers filmed from higher up
 all look as if framed alike, and a hand that would fall below that common frame counts as
 out of view. On MLR511 this is what separates user03 (framed high, resting hands in view)
 from everyone else (resting hands below the frame).
+
+With ``handedness: auto``, a sample whose left hand is the more active (``hand_activity``) is
+mirrored first (``canonical``), so a left-handed signer needs no ``signers.csv`` entry or
+``predict --mirror``: the models see the dominant hand in the right-hand slots either way.
 """
 
 from __future__ import annotations
@@ -33,13 +37,15 @@ from signbart.layouts import Layout, mirror_key
 
 MARGIN = 0.05
 ANCHOR_SPAN = 4.0     # shoulder widths that [0, 1] covers, centred on the shoulder midpoint
+MAX_STEP = 0.1        # most a hand centroid's one-frame move counts towards its activity
 
 
 @dataclass(frozen=True)
 class Prepared:
-    x: np.ndarray      # float32 [N, max_frames, K, 2], zero-padded in time
-    mask: np.ndarray   # float32 [N, max_frames], 1 = real frame
-    y: np.ndarray      # int32 [N]
+    x: np.ndarray          # float32 [N, max_frames, K, 2], zero-padded in time
+    mask: np.ndarray       # float32 [N, max_frames], 1 = real frame
+    y: np.ndarray          # int32 [N]
+    mirrored: np.ndarray   # bool [N]: mirrored by ``handedness: auto``
 
     def __len__(self) -> int:
         return len(self.y)
@@ -57,6 +63,8 @@ class Selection:
     hands: tuple[np.ndarray, ...] = ()   # stored positions of each hand group
     mouth: np.ndarray | None = None      # int [2] into the stored layout; set with anchors
     anchors: bool = False
+    flip: np.ndarray | None = None       # int [K_stored]: slot j of a mirrored sample takes
+                                         # stored keypoint flip[j]; set with handedness auto
 
     @classmethod
     def of(cls, variant: VariantConfig, stored: Layout) -> Selection:
@@ -64,18 +72,22 @@ class Selection:
         sub = stored.subset(variant.name, keys)
         groups = tuple(np.array(v) for v in sub.groups().values())
         mirror = sub.mirror_permutation()
-        shoulders, hands, mouth = None, (), None
-        if variant.framing is not None or variant.anchors:
-            shoulders = np.array([stored.index(k) for k in SHOULDERS])
+        shoulders, hands, mouth, flip = None, (), None, None
+        auto = variant.handedness == "auto"
+        if variant.framing is not None or variant.anchors or auto:
             by_group = stored.groups()
             hands = tuple(np.array(by_group[g]) for g in HANDS if g in by_group)
+        if variant.framing is not None or variant.anchors:
+            shoulders = np.array([stored.index(k) for k in SHOULDERS])
+        if auto:
+            flip = np.argsort(stored.mirror_permutation())
         if variant.anchors:
             mouth = np.array([stored.index(k) for k in MOUTH])
             groups += (np.arange(len(keys), len(keys) + len(ANCHOR_KEYS)),)
             mirror += [len(keys) + ANCHOR_KEYS.index(_mirror_anchor(k)) for k in ANCHOR_KEYS]
         return cls(indices=np.array([stored.index(k) for k in keys]), groups=groups,
                    mirror=np.array(mirror), framing=variant.framing, shoulders=shoulders,
-                   hands=hands, mouth=mouth, anchors=variant.anchors)
+                   hands=hands, mouth=mouth, anchors=variant.anchors, flip=flip)
 
     @property
     def width(self) -> int:
@@ -86,6 +98,47 @@ class Selection:
 def _mirror_anchor(key: str) -> str:
     side, feature = key.split(".", 1)[1].split("_", 1)
     return f"anchor.{mirror_key('pose.' + side).split('.')[1]}_{feature}"
+
+
+def mirror_sample(sample: np.ndarray, flip: np.ndarray) -> np.ndarray:
+    """The raw [T, K_stored, C] sample as a mirrored video would give it: x -> 1 - x for the
+    points MediaPipe found (missing points stay exactly 0), each keypoint in its left/right
+    twin's slot (``flip``, the inverse of ``Layout.mirror_permutation``)."""
+    present = (sample[..., :2] != 0).any(-1)
+    out = sample.copy()
+    out[..., 0] = np.where(present, 1 - sample[..., 0], 0)
+    return out[:, flip]
+
+
+def hand_activity(sample: np.ndarray, hands: tuple[np.ndarray, ...]) -> np.ndarray:
+    """How much each hand group of a raw sample signs: [left, right] (``HANDS`` order).
+
+    The path length of the hand's centroid over consecutive frames where it is seen, in frame
+    units, plus the share of frames it is seen in. The dominant hand moves most; a resting
+    hand barely moves and MediaPipe often loses it, so it scores low on both. A centroid that
+    jumps between two frames (a hand swapped or found elsewhere) counts at most ``MAX_STEP``.
+    """
+    xy = sample[..., :2].astype(np.float64)
+    out = np.zeros(len(hands))
+    for h, hand in enumerate(hands):
+        seen = (xy[:, hand] != 0).any(-1)                                  # [T, 21]
+        found = seen.any(1)
+        centroid = (xy[:, hand] * seen[..., None]).sum(1) / np.maximum(seen.sum(1), 1)[:, None]
+        step = np.minimum(np.linalg.norm(np.diff(centroid, axis=0), axis=-1), MAX_STEP)
+        out[h] = step[found[1:] & found[:-1]].sum() + found.mean()
+    return out
+
+
+def canonical(sample: np.ndarray, selection: Selection) -> tuple[np.ndarray, bool]:
+    """The sample with its more active hand in the right-hand slots, and whether it was
+    mirrored for that; unchanged unless the variant's handedness is auto. A tie (no hand
+    seen, or both alike) is left as extracted."""
+    if selection.flip is None:
+        return sample, False
+    left, right = hand_activity(sample, selection.hands)
+    if left > right:
+        return mirror_sample(sample, selection.flip), True
+    return sample, False
 
 
 def uniform_indices(n_frames: np.ndarray, max_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +256,10 @@ def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
     n, k = len(samples), selection.width
     x = np.zeros((n, max_frames, k, 2), np.float32)
     mask = np.zeros((n, max_frames), np.float32)
+    mirrored = np.zeros(n, bool)
     for c in range(0, n, chunk):
-        part = samples[c:c + chunk]
+        part, mirrored[c:c + chunk] = zip(*(canonical(s, selection)
+                                            for s in samples[c:c + chunk]))
         if selection.framing is not None:
             part = [reframe(s, selection) for s in part]
         n_frames = np.array([len(s) for s in part])
@@ -223,7 +278,7 @@ def prepare_arrays(samples: list[np.ndarray], labels, selection: Selection,
             raw = np.clip(flat[rows, :, :2], 0.0, 1.0)
             x[c:c + chunk, :, picked:][valid] = anchor_features(raw, lengths, selection)
         mask[c:c + chunk] = valid
-    return Prepared(x=x, mask=mask, y=np.asarray(labels, dtype=np.int32))
+    return Prepared(x=x, mask=mask, y=np.asarray(labels, dtype=np.int32), mirrored=mirrored)
 
 
 def prepare(dataset, indices, variant: VariantConfig, max_frames: int = MAX_FRAMES) -> Prepared:
@@ -234,5 +289,6 @@ def prepare(dataset, indices, variant: VariantConfig, max_frames: int = MAX_FRAM
     if not samples:
         k = selection.width
         return Prepared(np.zeros((0, max_frames, k, 2), np.float32),
-                        np.zeros((0, max_frames), np.float32), np.zeros((0,), np.int32))
+                        np.zeros((0, max_frames), np.float32), np.zeros((0,), np.int32),
+                        np.zeros((0,), bool))
     return prepare_arrays(samples, dataset.label_ids[indices], selection, max_frames)

@@ -142,7 +142,8 @@ def fold_augment(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: P
 def concat(*parts: Prepared) -> Prepared:
     return Prepared(x=np.concatenate([p.x for p in parts]),
                     mask=np.concatenate([p.mask for p in parts]),
-                    y=np.concatenate([p.y for p in parts]))
+                    y=np.concatenate([p.y for p in parts]),
+                    mirrored=np.concatenate([p.mirrored for p in parts]))
 
 
 def compile_model(model, cfg: TrainConfig, num_labels: int, n_train: int):

@@ -1,11 +1,14 @@
 import numpy as np
 import pytest
+from conftest import shared_path
 
 from signbart.config import VariantConfig
 from signbart.data import open_dataset
 from signbart.layouts import get_layout
 from signbart.preprocess import (
     Selection,
+    canonical,
+    mirror_sample,
     normalize_groups,
     prepare,
     prepare_arrays,
@@ -186,11 +189,77 @@ def test_anchor_features_place_hands_relative_to_the_shoulders_and_mirror_exactl
     assert (a["anchor.right_presence"][:5] == 0.5).all() and (a["anchor.left_presence"] == 0).all()
     assert (x[5:] == 0).all()                                          # padding stays 0
     # mirroring the prepared input equals preparing the mirrored video
-    mirrored = sample.copy()
-    mirrored[..., 0] = np.where((sample[..., :2] != 0).any(-1), 1 - sample[..., 0], 0)
-    perm = layout.mirror_permutation()
-    mirrored = mirrored[:, np.argsort(perm)]
+    mirrored = mirror_sample(sample, np.argsort(layout.mirror_permutation()))
     want = prepare_arrays([mirrored], [0], sel, max_frames=8).x[0]
     got = augment.mirror(tf.constant(x), sel.mirror).numpy()
     anchors = slice(65, None)
     np.testing.assert_allclose(got[:, anchors], want[:, anchors], atol=1e-5)
+
+
+def _left_handed(frames=12, seed=3):
+    """A raw holistic-65 sample of a left-handed signer as filmed: the left hand (the signer's
+    own) signs, moving across the chest; the right hand rests, seen in 3 frames only."""
+    rng = np.random.default_rng(seed)
+    lay = get_layout("holistic-65")
+    a = np.zeros((frames, 65, 3), np.float32)
+    a[:, :23] = rng.uniform(0.3, 0.7, (frames, 23, 3))
+    left, right = lay.groups()["left_hand"], lay.groups()["right_hand"]
+    path = np.stack([np.linspace(0.55, 0.75, frames), np.linspace(0.7, 0.4, frames)], 1)
+    a[:, left, :2] = path[:, None] + rng.normal(0, 0.01, (frames, 21, 2))
+    a[:, left, 2] = rng.normal(0, 0.05, (frames, 21))
+    a[4:7, right, :2] = (0.35, 0.9) + rng.normal(0, 0.002, (3, 21, 2))
+    a[5, lay.index("left_hand.thumb_ip")] = 0.0           # a point MediaPipe missed
+    return a
+
+
+def test_auto_handedness_mirrors_a_left_dominant_sample_only():
+    from signbart.config import FramingConfig
+
+    layout = get_layout("holistic-65")
+    flip = np.argsort(layout.mirror_permutation())
+    left = _left_handed()
+    right = mirror_sample(left, flip)                     # the same signer, filmed mirrored
+    assert (right[5, layout.index("right_hand.thumb_ip")] == 0).all()  # missing stays 0
+    np.testing.assert_array_equal(right[..., 1:], left[:, flip, 1:])  # only x changes
+    for extra in ({}, {"framing": FramingConfig(), "anchors": True}):
+        auto = Selection.of(VariantConfig(name="a", handedness="auto", **extra), layout)
+        plain = Selection.of(VariantConfig(name="a", **extra), layout)
+        got = prepare_arrays([left, right], [0, 1], auto, max_frames=8)
+        np.testing.assert_array_equal(got.mirrored, [True, False])
+        # the right-dominant sample is left exactly as it is; the left-dominant one is
+        # mirrored, so that both give the model exactly the same input
+        want = prepare_arrays([right], [1], plain, max_frames=8)
+        np.testing.assert_array_equal(got.x[1], want.x[0])
+        np.testing.assert_array_equal(got.x[0], got.x[1])
+        np.testing.assert_array_equal(got.mask[0], got.mask[1])
+        assert not prepare_arrays([left], [0], plain, max_frames=8).mirrored.any()
+    assert canonical(np.zeros((4, 65, 3), np.float32), auto)[1] is False  # no hands: a tie
+
+
+def test_handedness_is_validated():
+    from signbart.config import from_dict
+    from signbart.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^v\.yaml: handedness: 'left' is not one of "
+                                          r"as-extracted, auto$"):
+        from_dict(VariantConfig, {"name": "v", "handedness": "left"}, "v.yaml")
+    assert VariantConfig(name="v").handedness == "as-extracted"
+
+
+USER01 = [shared_path("mlr511", "user01", c, "R01.mp4") for c in ("G01", "G07")]
+
+
+@pytest.mark.skipif(USER01[0] is None, reason="../shared/data/mlr511 is absent")
+def test_auto_handedness_mirrors_a_real_left_handed_signer():
+    """MediaPipe on user01 (left-handed) as filmed: the rule mirrors the clips; on the same
+    videos mirrored before MediaPipe, as signers.csv has them extracted, it leaves them."""
+    from signbart.extract import extract_video, make_holistic
+
+    holistic = make_holistic()
+    try:
+        clips = [extract_video(v, holistic, mirror=m, layout="holistic-65")
+                 for m in (False, True) for v in USER01]
+    finally:
+        holistic.close()
+    auto = Selection.of(VariantConfig(name="a", handedness="auto"), get_layout("holistic-65"))
+    assert [canonical(c, auto)[1] for c in clips] == [True, True, False, False]
