@@ -127,7 +127,7 @@ def cmd_predict(a) -> int:
         print(json.dumps(results, indent=1, ensure_ascii=False))
     else:
         for r in results:
-            print(r["video"])
+            print(r["video"] + (" (mirrored)" if r.get("mirrored") else ""))
             for p in r.get("top", []):
                 print(f"  {p['probability']:6.1%}  {p['label']}  {p['gloss']}")
             if "error" in r:
@@ -153,7 +153,7 @@ def cmd_report(a) -> int:
     from signbart.report import build_report
 
     paths = build_report(a.results, a.out, formats=tuple(_csv_list(a.format)),
-                         overwrite=a.overwrite)
+                         overwrite=a.overwrite, handedness=a.handedness)
     print(f"report: {paths.html if getattr(paths, 'html', None) else a.out}")
     return 0
 
@@ -279,7 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("videos", nargs="+", help="video files")
     s.add_argument("--model", required=True, help=".tflite file (its model card is inside it)")
     s.add_argument("--top", type=int, default=5, help="how many glosses to print per video")
-    s.add_argument("--mirror", action="store_true", help="mirror the video (left-handed signer)")
+    s.add_argument("--mirror", action="store_true",
+                   help="mirror the video (a left-handed signer), for a model whose card does "
+                        "not say handedness: auto (that one mirrors by itself)")
     s.add_argument("--json", action="store_true", help="print JSON instead of text")
     s.set_defaults(func=cmd_predict)
 
@@ -314,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="md,csv,html", help="comma list of md, csv, html")
     s.add_argument("--overwrite", action="store_true",
                    help="replace a report of other sweeps in --out (removes its files)")
+    s.add_argument("--handedness", metavar="DATASET",
+                   help="left-handed signers' clips extracted without mirroring: score the "
+                        "shipped model's .tflite of each one's fold on them (handedness.csv)")
     s.set_defaults(func=cmd_report)
     return p
 

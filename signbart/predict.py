@@ -27,9 +27,11 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
     """Top-k classes with glosses and probabilities for each video; a video without keypoints
     (unreadable, nobody in it) gets an ``error`` instead of ``top``.
 
-    The model and its card are checked against each other before MediaPipe starts.
-    ``mirror`` flips the images first, for a left-handed signer (the models are trained with
-    the dominant hand in the right-hand slots).
+    The model and its card are checked against each other before MediaPipe starts. The models
+    are trained with the dominant hand in the right-hand slots: a model whose card says
+    ``handedness: auto`` mirrors a left-dominant clip itself, an older one needs ``mirror``
+    (flip the images first) for a left-handed signer. ``mirrored`` says whether the model saw
+    the video mirrored, by either.
     """
     from signbart.extract import VideoError, extract_video, make_holistic
     from signbart.preprocess import Selection, prepare_arrays
@@ -41,10 +43,10 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
     layout = card.stored_layout
     selection = Selection.of(card.variant, layout)
     run = Runner(content, frames=card.max_frames)
-    if run.num_keypoints != len(selection.indices) or run.num_labels != len(card.labels):
+    if run.num_keypoints != selection.width or run.num_labels != len(card.labels):
         raise UserError(f"{model_path} takes {run.num_keypoints} keypoints and gives "
                         f"{run.num_labels} classes, but its card describes "
-                        f"{len(selection.indices)} keypoints and {len(card.labels)} classes")
+                        f"{selection.width} keypoints and {len(card.labels)} classes")
     if card.synthetic:
         log.warning("%s: trained on synthetic data (its card says so) — it proves the "
                     "plumbing, not recognition of real signs", model_path)
@@ -61,7 +63,8 @@ def predict_videos(videos, model_path, top_k: int = 5, mirror: bool = False) -> 
             prep = prepare_arrays([keypoints], [0], selection, card.max_frames)
             probs = _softmax(run.predict(prep.x, prep.mask)[0].astype(np.float64))
             order = np.argsort(-probs)[:top_k]
-            results.append({"video": str(video), "frames": len(keypoints), "top": [
+            results.append({"video": str(video), "frames": len(keypoints),
+                            "mirrored": bool(mirror) != bool(prep.mirrored[0]), "top": [
                 {"label": card.labels[i], "gloss": card.glosses[i],
                  "probability": float(probs[i])} for i in order]})
     finally:

@@ -306,6 +306,13 @@ def _sections(s: Summary) -> list[Section]:
             "hold-out and seed): the checkpoint or epoch count, and the ensemble's SignBART share. "
             "Mean inner accuracy per variant: " + "; ".join(
                 f"{v} {m:.3f}" for v, m in means.items()) + ".", "inner.csv"))
+    if not s.handedness.empty:
+        out.append(Section("Left-handed signers", s.handedness, (
+            "the shipped model's top-1 on each left-handed signer's clips mirrored at "
+            "extraction (the rows) and as filmed (its fold's .tflite on `--handedness`'s "
+            "dataset); handedness: the card's setting (auto mirrors a left-dominant clip "
+            "itself); detected_left: the share of clips the auto rule finds left-dominant."),
+            "handedness.csv"))
     out += [
         Section("Per holdout", ph[["model"]].assign(
             holdout=ph.holdout, cells=ph.n_cells, failed=ph.n_failed,

@@ -215,11 +215,14 @@ class ReportPaths:
     rows: list[str] = dataclasses.field(default_factory=list)    # the copied rows and sweep.json
 
 
-def rebuild_command(out_dir: str, names: list[str], formats=FORMATS) -> str:
-    """The one command that rebuilds a report from the rows it copied beside itself."""
+def rebuild_command(out_dir: str, names: list[str], formats=FORMATS,
+                    handedness: str | None = None) -> str:
+    """The one command that rebuilds a report from the rows it copied beside itself (and,
+    for ``handedness.csv``, the unmirrored clips and the models the rows name)."""
     fmt = "" if tuple(formats) == FORMATS else f" --format {','.join(formats)}"
+    hand = f" --handedness {handedness}" if handedness else ""
     rows = " ".join(join(out_dir, ROWS, n) for n in names)
-    return f"signbart report {rows} --out {out_dir} --overwrite{fmt}"
+    return f"signbart report {rows} --out {out_dir} --overwrite{fmt}{hand}"
 
 
 def _identity(loaded: Loaded) -> list[list[str]]:
@@ -258,14 +261,15 @@ def _remove(out_dir: str, rels: list[str]) -> None:
 
 
 def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
-                 overwrite: bool = False) -> ReportPaths:
+                 overwrite: bool = False, handedness: str | None = None) -> ReportPaths:
     """Read and check the rows under ``inputs``, write the report to ``out_dir`` (a path or a
     URI), and copy the rows it used to ``out_dir/rows/<sweep>/``.
 
     csv: one file per ``Summary`` table; md: ``summary.md`` and the PNGs it links; html:
     ``report.html`` with its charts and summed confusion matrices embedded. Always:
     ``verdict.json``, ``report.json`` and each model's per-hold-out confusion counts as
-    ``confusion/<model>.csv``.
+    ``confusion/<model>.csv``. ``handedness`` (a dataset of left-handed signers' unmirrored
+    clips) adds ``handedness.csv`` (``signbart.handedness``).
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -279,8 +283,13 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     previous = _check_out(out_dir, loaded, overwrite)
     used = sorted(set(rows.source_file))
     names = sorted({f.name for f in loaded.folders.values()})
-    command = rebuild_command(out_dir, names, formats)
+    command = rebuild_command(out_dir, names, formats, handedness)
     s = summarize(rows, checked)
+    if handedness:  # imports TensorFlow's TFLite interpreter: only when asked
+        from signbart.handedness import handedness_table
+
+        s = dataclasses.replace(s, handedness=handedness_table(s.rows, s.verdict["model"],
+                                                               handedness))
     paths = ReportPaths(out_dir=out_dir)
     written: list[str] = []
 

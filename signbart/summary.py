@@ -86,6 +86,8 @@ class Summary:
     signers: pd.DataFrame      # per arm × (holdouts, mean, worst): top-1 and its interval
     paired: pd.DataFrame       # quant vs fp32, kind vs baseline, verdict vs baseline: by signer
     verdict: dict              # verdict.json: the model to ship by VERDICT_RULE, or why none
+    handedness: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # per left-handed signer: the shipped model on unmirrored clips (signbart.handedness)
 
     @property
     def sweeps(self) -> list[str]:
@@ -108,7 +110,8 @@ class Summary:
                "missing": self.audit.missing, "rejected": self.audit.rejected,
                "duplicates": self.duplicates, "provenance": self.provenance}
         out.update({k: v for k, v in (("ablation", self.ablation), ("search", self.search),
-                                      ("inner", self.inner)) if not v.empty})
+                                      ("inner", self.inner), ("handedness", self.handedness))
+                    if not v.empty})
         return out
 
 

@@ -14,6 +14,7 @@ from signbart.tflite import ModelCard, embedded_card
 from signbart.trial import run_trial
 
 VIDEO = shared_path("mlr511", "user03", "G01", "R01.mp4")
+LEFT_HANDED = shared_path("mlr511", "user01", "G01", "R01.mp4")  # as filmed: not mirrored
 
 
 @pytest.fixture(scope="module")
@@ -69,4 +70,21 @@ def test_a_bad_video_does_not_stop_the_good_ones(exported, tmp_path):
     assert first == {"video": str(bad), "error": "OpenCV cannot open it (corrupt, truncated or "
                                                  "not a video)"}
     assert second["video"] == str(good) and len(second["top"]) == 5
+    assert second["mirrored"] is False                   # the model's handedness: as-extracted
     assert p.stderr.strip().splitlines()[-1] == f"signbart predict: error: {bad}: {first['error']}"
+
+
+@pytest.mark.skipif(LEFT_HANDED is None, reason="../shared/data/mlr511 is absent")
+def test_an_auto_model_mirrors_a_left_handed_signer_without_being_told(tmp_path):
+    from test_tflite import FRAMES, HAND3, card_for, tiny_model, to_tflite, write
+
+    blob = to_tflite(tiny_model(k=3, labels=4), FRAMES)
+    seen = {}
+    for handedness in ("as-extracted", "auto"):
+        card = card_for(variant=dataclasses.replace(HAND3, handedness=handedness))
+        path = write(tmp_path, blob, card, name=f"{handedness}.tflite")
+        seen[handedness] = [predict_videos([LEFT_HANDED], path, top_k=1, mirror=m)[0]["mirrored"]
+                            for m in (False, True)]
+    # an older model mirrors only when told; an auto one finds the left hand itself, and
+    # --mirror then changes nothing it sees
+    assert seen == {"as-extracted": [False, True], "auto": [True, True]}

@@ -496,3 +496,42 @@ def test_rebuilt_from_its_own_rows_every_table_is_the_same(storage, tmp_path):
     report.build_report([str(out / "rows" / "s1"), str(out / "rows" / "s2")], str(out),
                         formats=("csv",))
     assert {n: (out / f"{n}.csv").read_text() for n in tables} == tables
+
+
+def test_handedness_scores_the_shipped_models_fold_on_unmirrored_clips(tmp_path, synth_dataset):
+    from test_tflite import dataset_model
+
+    from signbart.config import VariantConfig
+    from signbart.data import open_dataset
+    from signbart.evaluate import evaluate_tflite_file
+    from signbart.preprocess import prepare
+
+    model = dataset_model(tmp_path, synth_dataset)
+    data = open_dataset(synth_dataset)
+    signers = sorted(set(data.manifest.signer))
+    rows = [r for i, h in enumerate(signers) for r in (
+        row("h", h, 0, "fp32", 0.9 - 0.1 * i, model_path=str(model), inner_val_accuracy=0.9),
+        row("h", h, 0, "fp32", 0.5, "baseline", inner_val_accuracy=0.8))]
+    write_rows(rows, str(tmp_path / "h" / "results" / "all.parquet"))
+    with pytest.raises(UserError, match=f"signer '{signers[0]}' has no row of the shipped"):
+        write_rows(rows[2:], str(tmp_path / "g" / "results" / "all.parquet"))
+        report.build_report([str(tmp_path / "g")], str(tmp_path / "g-out"),
+                            handedness=str(synth_dataset))
+    out = tmp_path / "out"
+    report.build_report([str(tmp_path / "h")], str(out), handedness=str(synth_dataset))
+    table = pd.read_csv(out / "handedness.csv")
+    assert list(table.signer) == signers and set(table.handedness) == {"as-extracted"}
+    auto = VariantConfig(name="hands", num_labels=10, handedness="auto",
+                         keypoints={"left_hand": ["wrist"], "right_hand": ["wrist", "thumb_tip"]})
+    for i, r in enumerate(table.itertuples()):
+        clips = np.flatnonzero(data.manifest.signer == r.signer)
+        plain = evaluate_tflite_file(model, None, data, holdout=r.signer)["top1"]
+        assert (r.mirrored_top1, r.n_seeds, r.n_clips) == (pytest.approx(0.9 - 0.1 * i), 1,
+                                                           len(clips))
+        assert r.unmirrored_top1 == pytest.approx(plain)
+        assert r.delta == pytest.approx(plain - r.mirrored_top1)
+        assert r.detected_left == pytest.approx(prepare(data, clips, auto).mirrored.mean())
+    manifest = json.loads((out / "report.json").read_text())
+    assert manifest["rebuild"].endswith(f"--handedness {synth_dataset}")
+    assert "handedness.csv" in manifest["files"]
+    assert "## Left-handed signers" in (out / "summary.md").read_text()
