@@ -15,7 +15,8 @@ from everyone else (resting hands below the frame).
 
 With ``handedness: auto``, a sample whose left hand is the more active (``hand_activity``) is
 mirrored first (``canonical``), so a left-handed signer needs no ``signers.csv`` entry or
-``predict --mirror``: the models see the dominant hand in the right-hand slots either way.
+``predict --mirror``: the models see the more active hand (the dominant one, in a one-handed
+sign) in the right-hand slots either way.
 """
 
 from __future__ import annotations
