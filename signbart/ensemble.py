@@ -67,7 +67,7 @@ class MixLogProbs(keras.layers.Layer):
     ``geometric``: log_softmax(sum w_i log_softmax(z_i / T_i)), the log-linear pool.
     ``arithmetic``: log(sum w_i softmax(z_i / T_i)), as a log-sum-exp of log w_i +
     log_softmax(z_i / T_i), so a confidently wrong member moves at most its share of the mass.
-    Builtin TFLite ops only (MUL, LOG_SOFTMAX, MAXIMUM, SUB, EXP, ADD, LOG); a member of
+    Builtin TFLite ops only (MUL, LOG_SOFTMAX, ADD_N, MAXIMUM, SUB, EXP, ADD, LOG); a member of
     share 0 is left out of the graph, so no log(0) is taken.
     """
 
