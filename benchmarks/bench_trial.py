@@ -60,7 +60,8 @@ STAGES = [
     ("signbart.evaluate", "evaluate", "evaluate"),
     ("signbart.evaluate", "count_flops", "count_flops"),
     ("signbart.baseline", "fit", "baseline_fit"),
-    ("signbart.ensemble", "fit_weight", "ensemble_fit"),
+    ("signbart.ensemble", "fit_weight", "ensemble_fit"),   # the BEFORE tree's share fit
+    ("signbart.ensemble", "fit_mix", "ensemble_fit"),
     ("signbart.ensemble", "build_ensemble", "ensemble_build"),
     ("signbart.trial", "_score", "score_other"),
     ("signbart.trial", "write_export", "write_export"),

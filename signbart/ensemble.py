@@ -1,13 +1,17 @@
 """SignBART and the linear baseline as one model: one graph, one ``.tflite`` file.
 
 The two fail on different signers (on MLR511 the baseline is strong where camera framing
-differs, SignBART where the motion does), so their log-probabilities are mixed with a weight
-fitted on the inner-validation signers' predictions only. The baseline's resampling and its
+differs, SignBART where the motion does), so they are mixed: each member temperature-scaled,
+then pooled geometrically or arithmetically with SignBART's share, all fitted by log-likelihood
+on the inner-validation signers' predictions only. The baseline's resampling and its
 linear layer are rebuilt as graph ops, so the ensemble has the same inputs and output as
 SignBART and ``evaluate``/``predict`` run it like any other model.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -15,9 +19,6 @@ from signbart.baseline import LinearBaseline
 from signbart.tfkeras import keras, tf
 
 _register = keras.saving.register_keras_serializable(package="signbart")
-
-WEIGHT_GRID = np.round(np.linspace(0.0, 1.0, 11), 2)
-
 
 @_register
 class ResampleFrames(keras.layers.Layer):
@@ -54,24 +55,60 @@ class ResampleFrames(keras.layers.Layer):
         return {**super().get_config(), "frames": self.frames}
 
 
+MODES = ("arithmetic", "geometric")  # in tie-break order: the bounded mix first
+SHARE_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)     # SignBART's share, steps of 0.05
+LOG_T_GRID = np.round(np.linspace(-3.0, 3.0, 601), 2)   # log temperature, steps of 0.01
+
+
 @_register
 class MixLogProbs(keras.layers.Layer):
-    """Weighted sum of the members' log-softmax outputs: the ensemble's logits."""
+    """The members' logits, each divided by its temperature, mixed into log-probabilities.
 
-    def __init__(self, weights: list[float], **kwargs):
+    ``geometric``: log_softmax(sum w_i log_softmax(z_i / T_i)), the log-linear pool.
+    ``arithmetic``: log(sum w_i softmax(z_i / T_i)), as a log-sum-exp of log w_i +
+    log_softmax(z_i / T_i), so a confidently wrong member moves at most its share of the mass.
+    Builtin TFLite ops only (MUL, LOG_SOFTMAX, ADD_N, MAXIMUM, SUB, EXP, ADD, LOG); a member of
+    share 0 is left out of the graph, so no log(0) is taken.
+    """
+
+    def __init__(self, weights: list[float], temperatures: list[float] | None = None,
+                 mode: str = "geometric", **kwargs):
         super().__init__(**kwargs)
         if not weights or min(weights) < 0 or not np.isclose(sum(weights), 1.0):
             raise ValueError(f"weights must be >= 0 and sum to 1, got {weights}")
+        temperatures = [1.0] * len(weights) if temperatures is None else temperatures
+        if len(temperatures) != len(weights) or min(temperatures) <= 0:
+            raise ValueError(f"temperatures must be > 0, one per weight, got {temperatures}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         self.mix = [float(w) for w in weights]
+        self.temperatures = [float(t) for t in temperatures]
+        self.mode = mode
 
     def call(self, logits):
-        return tf.add_n([w * tf.nn.log_softmax(x, -1) for w, x in zip(self.mix, logits)])
+        members = [(w, tf.nn.log_softmax(x * (1.0 / t), -1))
+                   for w, t, x in zip(self.mix, self.temperatures, logits) if w > 0]
+        if self.mode == "geometric":
+            return tf.nn.log_softmax(tf.add_n([w * lp for w, lp in members]), -1)
+        terms = [lp + float(np.log(w)) for w, lp in members]
+        top = functools.reduce(tf.maximum, terms)
+        return top + tf.math.log(tf.add_n([tf.exp(x - top) for x in terms]))
 
     def get_config(self):
-        return {**super().get_config(), "weights": self.mix}
+        return {**super().get_config(), "weights": self.mix,
+                "temperatures": self.temperatures, "mode": self.mode}
 
 
 CUSTOM_OBJECTS = {"ResampleFrames": ResampleFrames, "MixLogProbs": MixLogProbs}
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How the two members are mixed: fitted on the inner signers, stored on rows and cards."""
+
+    mode: str = "arithmetic"
+    temperatures: tuple[float, float] = (1.0, 1.0)   # SignBART's, the baseline's
+    weight: float = 0.5                              # SignBART's share
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -79,22 +116,46 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
-def mix_logits(signbart_logits: np.ndarray, baseline_logits: np.ndarray,
-               weight: float) -> np.ndarray:
+def mix_log_probs(logits: list[np.ndarray], temperatures, weights, mode: str) -> np.ndarray:
+    """The ensemble's log-probabilities, computed as ``MixLogProbs`` computes them."""
+    members = [(w, log_softmax(np.asarray(x, np.float64) / t))
+               for w, t, x in zip(weights, temperatures, logits) if w > 0]
+    if mode == "geometric":
+        return log_softmax(sum(w * lp for w, lp in members))
+    terms = [lp + np.log(w) for w, lp in members]
+    top = functools.reduce(np.maximum, terms)
+    return top + np.log(sum(np.exp(x - top) for x in terms))
+
+
+def mix_logits(signbart_logits: np.ndarray, baseline_logits: np.ndarray, mix: Mix
+               ) -> np.ndarray:
     """The ensemble's log-probabilities, as its exported graph computes them."""
-    return log_softmax(weight * log_softmax(signbart_logits)
-                       + (1 - weight) * log_softmax(baseline_logits))
+    return mix_log_probs([signbart_logits, baseline_logits], mix.temperatures,
+                         [mix.weight, 1.0 - mix.weight], mix.mode)
 
 
-def fit_weight(signbart_logits: np.ndarray, baseline_logits: np.ndarray, y: np.ndarray) -> float:
-    """SignBART's share of the mix, on a 0.1 grid: highest inner accuracy, then lowest loss,
-    then the weight nearest 0.5 (equal shares when the inner signers cannot tell)."""
-    def score(w):
-        mix = mix_logits(signbart_logits, baseline_logits, w)
-        return (float((mix.argmax(1) == y).mean()), float(mix[np.arange(len(y)), y].mean()),
-                -abs(w - 0.5))
+def nll(log_probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes: the proper score every fit uses."""
+    return float(-log_probs[np.arange(len(y)), y].mean())
 
-    return float(max(WEIGHT_GRID, key=score))
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The temperature (on a log grid, 0.05-20) of lowest NLL on ``logits``; ties go to the
+    one nearest 1. A fine grid, not a line search: deterministic and cheap at 10 classes."""
+    scores = [(round(nll(log_softmax(logits / np.exp(g)), y), 9), abs(g)) for g in LOG_T_GRID]
+    return float(np.exp(LOG_T_GRID[min(range(len(scores)), key=scores.__getitem__)]))
+
+
+def fit_mix(signbart_logits: np.ndarray, baseline_logits: np.ndarray, y: np.ndarray) -> Mix:
+    """Each member's temperature, then the mode and SignBART's share of lowest inner NLL.
+    Accuracy over 200 inner clips is too coarse to choose by, and it sent the share to 1.0
+    (pure SignBART) in many folds. Ties (to 1e-9) go to the arithmetic mode, then to the
+    share nearest 0.5."""
+    temps = (fit_temperature(signbart_logits, y), fit_temperature(baseline_logits, y))
+    candidates = [Mix(m, temps, float(w)) for m in MODES for w in SHARE_GRID]
+    return min(candidates, key=lambda c: (
+        round(nll(mix_logits(signbart_logits, baseline_logits, c), y), 9),
+        abs(c.weight - 0.5), MODES.index(c.mode)))
 
 
 def baseline_layers(baseline: LinearBaseline, num_keypoints: int) -> list:
@@ -109,8 +170,8 @@ def baseline_layers(baseline: LinearBaseline, num_keypoints: int) -> list:
     return [norm, dense]
 
 
-def build_ensemble(signbart: keras.Model, baseline: LinearBaseline, weight: float) -> keras.Model:
-    """SignBART (share ``weight``) + the linear baseline (``1 - weight``), one Functional model."""
+def build_ensemble(signbart: keras.Model, baseline: LinearBaseline, mix: Mix) -> keras.Model:
+    """SignBART (share ``mix.weight``) + the linear baseline, one Functional model."""
     k = int(dict(zip(signbart.input_names, signbart.inputs))["keypoints"].shape[2])
     keypoints = keras.Input(shape=(None, k, 2), name="keypoints")  # [B, T, K, 2]
     mask = keras.Input(shape=(None,), name="attention_mask")  # [B, T]
@@ -118,5 +179,6 @@ def build_ensemble(signbart: keras.Model, baseline: LinearBaseline, weight: floa
     feats = ResampleFrames(baseline.frames, name="baseline_features")([keypoints, mask])
     for layer in baseline_layers(baseline, k):
         feats = layer(feats)  # [B, F*K*3], then [B, C]
-    logits = MixLogProbs([weight, 1.0 - weight], name="mix")([member, feats])  # [B, C]
+    logits = MixLogProbs([mix.weight, 1.0 - mix.weight], list(mix.temperatures), mix.mode,
+                         name="mix")([member, feats])  # [B, C] log-probabilities
     return keras.Model({"keypoints": keypoints, "attention_mask": mask}, logits, name="ensemble")

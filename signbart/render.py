@@ -66,6 +66,10 @@ def _last_line(error: str, width: int = 200) -> str:
     return (lines[-1] if lines else "")[:width]
 
 
+def _fixed(x) -> str:
+    return "" if pd.isna(x) else f"{x:.2f}"
+
+
 def _pct(x, digits: int = 1) -> str:
     return "–" if x is None or pd.isna(x) else f"{100 * x:.{digits}f}"
 
@@ -301,9 +305,14 @@ def _sections(s: Summary) -> list[Section]:
         means = i.groupby("variant").inner_val_accuracy.mean()
         out.append(Section("Inner validation", i.assign(
             inner_val_accuracy=i.inner_val_accuracy.map(lambda x: _pm(x, None)),
-            ensemble_weight=i.ensemble_weight.map(lambda x: "" if pd.isna(x) else f"{x:.1f}")),
+            ensemble_weight=i.ensemble_weight.map(_fixed),
+            ensemble_mode=i.ensemble_mode.fillna(""),
+            signbart_temperature=i.signbart_temperature.map(_fixed),
+            baseline_temperature=i.baseline_temperature.map(_fixed)),
             "every choice of a trial is made on its inner-validation signers (drawn per "
-            "hold-out and seed): the checkpoint or epoch count, and the ensemble's SignBART share. "
+            "hold-out and seed): the checkpoint or epoch count, and the ensemble's mix "
+            "(each member's temperature, then the mode and SignBART's share, by inner "
+            "log-likelihood). "
             "Mean inner accuracy per variant: " + "; ".join(
                 f"{v} {m:.3f}" for v, m in means.items()) + ".", "inner.csv"))
     if not s.handedness.empty:

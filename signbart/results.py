@@ -56,6 +56,8 @@ SCHEMA = pa.schema([
     ("search", pa.string()),           # JSON of the settings a nested search chose, or null
     ("synthetic", pa.bool_()),         # the dataset's dataset.json says it is generated data
     ("ensemble_weight", pa.float64()), # SignBART's share in an ensemble row (inner-fitted)
+    ("ensemble_mode", pa.string()),    # its mix, arithmetic | geometric (inner-fitted)
+    ("ensemble_temperatures", pa.list_(pa.float64())),  # SignBART's, the baseline's (inner-fitted)
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
     ("git_sha", pa.string()),          # SIGNBART_GIT_SHA if set (cluster.yaml), else git

@@ -390,7 +390,8 @@ def _search(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _inner(ok: pd.DataFrame) -> pd.DataFrame:
     """One line per trial that had inner signers: who judged, how well its inner run did, the
-    epochs it kept, the epochs the shipped model trained, and the ensemble share it fitted."""
+    epochs it kept, the epochs the shipped model trained, and the ensemble mix it fitted (share,
+    mode, temperatures; null on rows written before the mix was calibrated)."""
     sb = ok[(ok.model_kind == "signbart") & ok.inner_val_accuracy.notna()]
     if sb.empty:
         return pd.DataFrame()
@@ -398,7 +399,11 @@ def _inner(ok: pd.DataFrame) -> pd.DataFrame:
     out = sb.drop_duplicates(keys)[keys + ["val_signers", "inner_val_accuracy", "best_epoch",
                                           "epochs_run", "n_train"]].assign(
         val_signers=lambda d: d.val_signers.map(lambda v: ", ".join(v) if v is not None else ""))
-    ens = ok[ok.model_kind == "ensemble"].drop_duplicates(keys)[keys + ["ensemble_weight"]]
+    ens = ok[ok.model_kind == "ensemble"].drop_duplicates(keys)
+    temps = np.array([(np.nan, np.nan) if t is None else t for t in ens.ensemble_temperatures],
+                     float).reshape(-1, 2)
+    ens = ens[keys + ["ensemble_weight", "ensemble_mode"]].assign(
+        signbart_temperature=temps[:, 0], baseline_temperature=temps[:, 1])
     return _sorted(out.merge(ens, on=keys, how="left").rename(
         columns={"best_epoch": "inner_best_epoch", "epochs_run": "shipped_epochs",
                  "n_train": "shipped_n_train"}))

@@ -70,6 +70,8 @@ class ModelCard:
     flops: int | None = None
     model_kind: str = "signbart"        # or "ensemble" (SignBART + baseline in one graph)
     ensemble_weight: float | None = None  # SignBART's share in an ensemble
+    ensemble_mode: str | None = None      # its mix: "arithmetic" or "geometric"
+    ensemble_temperatures: tuple[float, float] | None = None  # SignBART's, the baseline's
 
     def __post_init__(self):
         if self.quant not in QUANT_MODES:

@@ -326,20 +326,19 @@ def _baseline_row(cfg, dataset, fold, lin, inner, val, test) -> dict:
         return _failed(cfg, fold, dataset, "fp32", err, model_kind="baseline")
 
 
-def _ensemble_weight(result, inner) -> tuple[float, float | None]:
-    """SignBART's share, fitted on the inner signers (the inner run's SignBART against the
-    inner baseline), and the mix's inner accuracy at that share. That accuracy is the score
-    the share was chosen on: one parameter on an 11-point grid, so it is optimistic by a
-    little. No inner signers: equal shares, no inner figure."""
+def _ensemble_mix(result, inner):
+    """The mix (temperatures, mode, SignBART's share), fitted by log-likelihood on the inner
+    signers (the inner run's SignBART against the inner baseline), and its inner accuracy at
+    those parameters: optimistic by a little, as it is scored on the clips it was fitted on.
+    No inner signers: the default ``Mix`` (equal shares, arithmetic, no scaling), no figure."""
     from signbart import ensemble
 
     if inner is None:
-        return 0.5, None
+        return ensemble.Mix(), None
     val = result.val_data
     base = inner.predict(val.x, val.mask)
-    weight = ensemble.fit_weight(result.inner_val_logits, base, val.y)
-    mix = ensemble.mix_logits(result.inner_val_logits, base, weight)
-    return weight, _accuracy(mix, val.y)
+    mix = ensemble.fit_mix(result.inner_val_logits, base, val.y)
+    return mix, _accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix), val.y)
 
 
 def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: Path
@@ -355,8 +354,10 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
         for fit in (lin, inner):
             if isinstance(fit, Exception):
                 raise fit
-        weight, inner_acc = _ensemble_weight(result, inner)
-        model = ensemble.build_ensemble(result.model, lin, weight)
+        mix, inner_acc = _ensemble_mix(result, inner)
+        model = ensemble.build_ensemble(result.model, lin, mix)
+        fitted = dict(ensemble_weight=mix.weight, ensemble_mode=mix.mode,
+                      ensemble_temperatures=mix.temperatures)
         params, flops = count_params(model), evaluate.count_flops(model, frames)
     except Exception as err:
         log.debug("%s", traceback.format_exc())
@@ -370,10 +371,10 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
                     else quantize.ptq_dynamic(model, frames))
             write_export(path, blob, result.train_data, {**trained.card, "params": params,
                                                           "flops": flops},
-                         quant=quant, model_kind="ensemble", ensemble_weight=weight)
+                         quant=quant, model_kind="ensemble", **fitted)
             rows.append(_row(
                 cfg, fold, dataset, quant, model_kind="ensemble", model_path=str(path),
-                params=params, flops=flops, ensemble_weight=weight,
+                params=params, flops=flops, **fitted,
                 train_seconds=result.train_seconds + lin.seconds,
                 epochs_run=result.epochs_run, best_epoch=result.best_epoch,
                 inner_val_accuracy=inner_acc, **_score(path, test, len(dataset.labels))))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -469,23 +470,35 @@ def test_nested_search_choices_are_listed_per_holdout(tmp_path):
 
 
 def test_inner_validation_table_lists_each_trials_judges_and_choices(tmp_path):
-    rows = []
-    for h, judges, inner, weight in (("A", ["u3", "u4"], 0.9, 0.6), ("B", ["u1", "u5"], 0.8, 0.4)):
+    """Hold-out B's rows were written before the mix was calibrated: no mode or temperatures
+    columns in its file. They still load, with those cells empty."""
+    mixes = {"A": dict(ensemble_mode="arithmetic", ensemble_temperatures=[2.5, 0.75])}
+    for h, judges, inner, weight in (("A", ["u3", "u4"], 0.9, 0.65), ("B", ["u1", "u5"], 0.8, 0.4)):
         common = dict(val_signers=judges, inner_val_accuracy=inner, best_epoch=30, n_train=80)
-        rows += [row("s", h, 0, "fp32", 0.9, epochs_run=30, **common),
-                 row("s", h, 0, "ptq", 0.9, epochs_run=30, **common),
-                 row("s", h, 0, "fp32", 0.95, kind="ensemble", ensemble_weight=weight, **common),
-                 row("s", h, 0, "fp32", 0.7, kind="baseline")]
-    write_rows(rows, str(tmp_path / "s/results/r.parquet"))
+        rows = [row("s", h, 0, "fp32", 0.9, epochs_run=30, **common),
+                row("s", h, 0, "ptq", 0.9, epochs_run=30, **common),
+                row("s", h, 0, "fp32", 0.95, kind="ensemble", ensemble_weight=weight,
+                    **mixes.get(h, {}), **common),
+                row("s", h, 0, "fp32", 0.7, kind="baseline")]
+        path = write_rows(rows, str(tmp_path / f"s/results/{h}.parquet"))
+        if h not in mixes:
+            pq.write_table(pq.read_table(path).drop_columns(
+                ["ensemble_mode", "ensemble_temperatures"]), path)
     s = report.read([str(tmp_path / "s")])
-    assert s.inner[["holdout", "val_signers", "inner_val_accuracy", "inner_best_epoch",
-                    "ensemble_weight"]].to_dict("records") == [
-        {"holdout": "A", "val_signers": "u3, u4", "inner_val_accuracy": 0.9,
-         "inner_best_epoch": 30, "ensemble_weight": 0.6},
-        {"holdout": "B", "val_signers": "u1, u5", "inner_val_accuracy": 0.8,
-         "inner_best_epoch": 30, "ensemble_weight": 0.4}]
+    got = s.inner[["holdout", "val_signers", "inner_val_accuracy", "inner_best_epoch",
+                   "ensemble_weight", "ensemble_mode", "signbart_temperature",
+                   "baseline_temperature"]].to_dict("records")
+    assert got[0] == {"holdout": "A", "val_signers": "u3, u4", "inner_val_accuracy": 0.9,
+                      "inner_best_epoch": 30, "ensemble_weight": 0.65,
+                      "ensemble_mode": "arithmetic", "signbart_temperature": 2.5,
+                      "baseline_temperature": 0.75}
+    assert {k: got[1][k] for k in list(got[1])[:5]} == {
+        "holdout": "B", "val_signers": "u1, u5", "inner_val_accuracy": 0.8,
+        "inner_best_epoch": 30, "ensemble_weight": 0.4}
+    assert pd.isna(got[1]["ensemble_mode"]) and np.isnan(got[1]["signbart_temperature"])
     md = Path(report.build_report([str(tmp_path / "s")], str(tmp_path / "out")).markdown).read_text()
     assert "## Inner validation" in md and "Mean inner accuracy per variant: v 0.850." in md
+    assert "| 0.65 | arithmetic | 2.50 | 0.75 |" in md and "| 0.40 |  |  |  |" in md
 
 
 def test_rebuilt_from_its_own_rows_every_table_is_the_same(storage, tmp_path):
