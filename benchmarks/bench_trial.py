@@ -4,9 +4,9 @@
     python benchmarks/bench_trial.py --epochs 4 --ray      # quicker, plus Ray's overhead
 
 The trial is one cell of ``sweeps/mlr511-nested.yaml`` on ``../shared/data/mlr511-90`` (the
-framed-anchored variant, one hold-out), built with ``sweep.fold_experiment`` exactly as the
-sweep builds it, and run by ``trial.run_trial`` as a Tune worker runs it. "before" is the
-code at ``--before`` (checked out into a temporary git worktree), "after" this tree; each
+framed-light variant, one hold-out; each tree reads its own spec), built with
+``sweep.fold_experiment`` exactly as the sweep builds it, and run by ``trial.run_trial`` as a
+Tune worker runs it. "before" is the code at ``--before`` (checked out into a temporary git worktree), "after" this tree; each
 runs in its own child process with its code first on PYTHONPATH, one after the other in the
 same run, so both see the same machine.
 
@@ -36,8 +36,8 @@ from common import parser, write
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mlr511-90"
-SPEC = ROOT / "sweeps" / "mlr511-nested.yaml"
-VARIANT = "arabic-asl-65kpts-framed-anchored"
+SPEC = Path("sweeps/mlr511-nested.yaml")   # each tree reads its own copy
+VARIANT = "arabic-asl-65kpts-framed-light"
 BEFORE = "a1f8341"
 
 # (module, attribute, stage): the functions a trial's time goes to. Missing ones are skipped,
@@ -120,7 +120,7 @@ def rusage_cpu() -> float:
 def experiment(data: str, holdout: str, epochs: int | None):
     from signbart.sweep import fold_experiment, load_spec
 
-    spec = load_spec(SPEC, data=data)
+    spec = load_spec(Path.cwd() / SPEC, data=data)
     overrides = {"settings": {"train.epochs": epochs}} if epochs else {}
     return fold_experiment(spec, holdout, spec.seeds[0], VARIANT, **overrides)
 
@@ -224,7 +224,7 @@ def main():
         before = run_tree(before_tree, args)
     after = run_tree(ROOT, args)
     same = before.pop("rows") == after.pop("rows")
-    figures = {"trial": after["trial"], "spec": str(SPEC.relative_to(ROOT)),
+    figures = {"trial": after["trial"], "spec": str(SPEC),
                "data": args.data, "epochs": after["epochs"],
                "threads": after["threads"], "before_commit": args.before,
                "before": before, "after": after,

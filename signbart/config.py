@@ -27,6 +27,8 @@ MAX_FRAMES = 64        # frames a model sees; longer samples are sub-sampled, sh
 EVAL_BATCH = 64        # batch size of inference-only passes (validation, Keras prediction)
 SEED = 42              # the seed when none is given
 QUANT_MODES = ("fp32", "ptq", "qat", "int8")
+# How the ensemble mixes its members: one pool, or "fit" = the lower inner NLL of the two.
+ENSEMBLE_MIXES = ("arithmetic", "geometric", "fit")
 
 
 def _check_type(value, tp, where: str):
@@ -463,6 +465,7 @@ class ExperimentConfig:
     threads: int = 0            # TF intra/inter-op threads; 0 = leave TF's default
     baseline: bool = True       # also fit the cheap linear baseline on the same fold
     ensemble: bool = False      # also ship SignBART + baseline as one model (fp32, ptq)
+    ensemble_mix: str = "arithmetic"  # see ensemble.MixLogProbs; ENSEMBLE_MIXES
     search: dict = field(default_factory=dict)   # what a nested search chose (already applied)
 
     LIMITS: typing.ClassVar[dict[str, str]] = {"seed": SEEDS, "threads": "[0, 1024]"}
@@ -473,6 +476,9 @@ class ExperimentConfig:
         if bad or not self.quant:
             raise ValueError(f"quant: {bad[0] if bad else 'empty'!r} is not one of "
                              f"{', '.join(QUANT_MODES)}")
+        if self.ensemble_mix not in ENSEMBLE_MIXES:
+            raise ValueError(f"ensemble_mix: {self.ensemble_mix!r} is not one of "
+                             f"{', '.join(ENSEMBLE_MIXES)}")
         self.variant.model_config()
 
     @classmethod
@@ -493,6 +499,7 @@ def build_experiment(data: str, variant: VariantConfig, holdout: str, *, seed: i
                      ablation: str = "", augment: dict | None = None,
                      settings: dict | None = None, sweep: str = "", threads: int = 0,
                      baseline: bool = True, ensemble: bool = False,
+                     ensemble_mix: str = "arithmetic",
                      where: str = "experiment") -> ExperimentConfig:
     """The one way an experiment is made, by the sweep driver and by ``signbart train``.
 
@@ -510,4 +517,5 @@ def build_experiment(data: str, variant: VariantConfig, holdout: str, *, seed: i
     return from_dict(ExperimentConfig, {
         "data": data, "variant": v, "holdout": holdout, "seed": seed, "quant": list(quant),
         "train": t, "qat": q, "sweep": sweep, "ablation": ablation, "threads": threads,
-        "baseline": baseline, "ensemble": ensemble, "search": search or {}}, where)
+        "baseline": baseline, "ensemble": ensemble, "ensemble_mix": ensemble_mix,
+        "search": search or {}}, where)

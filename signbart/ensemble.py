@@ -146,13 +146,14 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(LOG_T_GRID[min(range(len(scores)), key=scores.__getitem__)]))
 
 
-def fit_mix(signbart_logits: np.ndarray, baseline_logits: np.ndarray, y: np.ndarray) -> Mix:
-    """Each member's temperature, then the mode and SignBART's share of lowest inner NLL.
-    Accuracy over 200 inner clips is too coarse to choose by, and it sent the share to 1.0
-    (pure SignBART) in many folds. Ties (to 1e-9) go to the arithmetic mode, then to the
-    share nearest 0.5."""
+def fit_mix(signbart_logits: np.ndarray, baseline_logits: np.ndarray, y: np.ndarray,
+            modes: tuple[str, ...] = MODES) -> Mix:
+    """Each member's temperature, then the mode (of ``modes``) and SignBART's share of lowest
+    inner NLL. Accuracy over 200 inner clips is too coarse to choose by, and it sent the share
+    to 1.0 (pure SignBART) in many folds. Ties (to 1e-9) go to the arithmetic mode, then to
+    the share nearest 0.5."""
     temps = (fit_temperature(signbart_logits, y), fit_temperature(baseline_logits, y))
-    candidates = [Mix(m, temps, float(w)) for m in MODES for w in SHARE_GRID]
+    candidates = [Mix(m, temps, float(w)) for m in modes for w in SHARE_GRID]
     return min(candidates, key=lambda c: (
         round(nll(mix_logits(signbart_logits, baseline_logits, c), y), 9),
         abs(c.weight - 0.5), MODES.index(c.mode)))

@@ -46,8 +46,9 @@ from ray import tune
 from ray.tune import CLIReporter
 from ray.tune.trainable.function_trainable import wrap_function
 
-from signbart import sweeprecord, tfkeras
+from signbart import sweeprecord
 from signbart.config import (
+    ENSEMBLE_MIXES,
     QUANT_MODES,
     SEED,
     SEEDS,
@@ -87,7 +88,10 @@ from signbart.trial import KEEPBEST, expected_rows, failed_rows, run_trial
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "ray_results"
-WORKER_ENV = tfkeras.ENV
+# What Ray workers inherit: legacy Keras, and this shell's TensorFlow log level (default 3, as
+# signbart.tfkeras sets it; the driver itself never imports TensorFlow).
+WORKER_ENV = {"TF_USE_LEGACY_KERAS": "1",
+              "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
@@ -127,6 +131,7 @@ class SweepSpec:
     retries: int = 2
     baseline: bool = True
     ensemble: bool = False                         # also SignBART + baseline as one model
+    ensemble_mix: str = "arithmetic"               # config.ENSEMBLE_MIXES
     ablation: dict = field(default_factory=dict)   # name -> AugmentConfig overrides
     search: SearchSpec | None = None               # nested search per hold-out (search.py)
     smoke: dict = field(default_factory=dict)      # overrides applied by --smoke
@@ -149,6 +154,9 @@ class SweepSpec:
         bad = [q for q in self.quant if q not in QUANT_MODES]
         if bad:
             raise ValueError(f"quant: {bad[0]!r} is not one of {', '.join(QUANT_MODES)}")
+        if self.ensemble_mix not in ENSEMBLE_MIXES:
+            raise ValueError(f"ensemble_mix: {self.ensemble_mix!r} is not one of "
+                             f"{', '.join(ENSEMBLE_MIXES)}")
         within(self)
         self.augments()
 
@@ -255,7 +263,8 @@ class Grid:
         for t in self.trials():
             choice = (chosen or {}).get(search_key(t["holdout"], t["variant"]))
             fields = {"quant": spec.quant, "threads": spec.resources.threads,
-                      "baseline": spec.baseline, "ensemble": spec.ensemble, **overrides}
+                      "baseline": spec.baseline, "ensemble": spec.ensemble,
+                      "ensemble_mix": spec.ensemble_mix, **overrides}
             out.append(build_experiment(
                 spec.data, self.variants[t["variant"]], t["holdout"], seed=t["seed"],
                 train=spec.train, qat=spec.qat,
@@ -532,7 +541,8 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                              spec.data, grid.variants[variant], holdout, seed=seed,
                              quant=spec.quant, train=spec.train, qat=spec.qat, sweep=spec.name,
                              threads=spec.resources.threads, baseline=spec.baseline,
-                             ensemble=spec.ensemble, where=f"{spec.name}: search {key}"
+                             ensemble=spec.ensemble, ensemble_mix=spec.ensemble_mix,
+                             where=f"{spec.name}: search {key}"
                              ).to_dict(),
                          "rotations": search.rotations, "params": search.param_space()},
             tune_config=tune.TuneConfig(num_samples=search.num_samples, scheduler=scheduler,

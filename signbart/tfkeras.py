@@ -12,8 +12,6 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"
 # 3: no C++ INFO/WARNING/ERROR lines (on a machine without a GPU, ERROR is "failed call to
 # cuInit"); set it lower to debug TensorFlow itself.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# What Ray workers inherit, so a sweep logs exactly as this process does.
-ENV = {key: os.environ[key] for key in ("TF_USE_LEGACY_KERAS", "TF_CPP_MIN_LOG_LEVEL")}
 
 
 @contextlib.contextmanager
@@ -40,7 +38,7 @@ with quiet_stderr():
     import tensorflow as tf
     import tf_keras as keras
 
-__all__ = ["ENV", "keras", "quiet_stderr", "seed_everything", "set_threads", "tf"]
+__all__ = ["keras", "quiet_stderr", "seed_everything", "set_threads", "tf"]
 
 
 def set_threads(n: int) -> None:

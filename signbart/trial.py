@@ -326,18 +326,20 @@ def _baseline_row(cfg, dataset, fold, lin, inner, val, test) -> dict:
         return _failed(cfg, fold, dataset, "fp32", err, model_kind="baseline")
 
 
-def _ensemble_mix(result, inner):
+def _ensemble_mix(cfg, result, inner):
     """The mix (temperatures, mode, SignBART's share), fitted by log-likelihood on the inner
     signers (the inner run's SignBART against the inner baseline), and its inner accuracy at
     those parameters: optimistic by a little, as it is scored on the clips it was fitted on.
-    No inner signers: the default ``Mix`` (equal shares, arithmetic, no scaling), no figure."""
+    ``cfg.ensemble_mix`` names the pool, or ``fit`` for the better of the two by inner NLL.
+    No inner signers: equal shares of the first pool, no scaling, no figure."""
     from signbart import ensemble
 
+    modes = ensemble.MODES if cfg.ensemble_mix == "fit" else (cfg.ensemble_mix,)
     if inner is None:
-        return ensemble.Mix(), None
+        return ensemble.Mix(modes[0]), None
     val = result.val_data
     base = inner.predict(val.x, val.mask)
-    mix = ensemble.fit_mix(result.inner_val_logits, base, val.y)
+    mix = ensemble.fit_mix(result.inner_val_logits, base, val.y, modes)
     return mix, _accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix), val.y)
 
 
@@ -354,7 +356,7 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
         for fit in (lin, inner):
             if isinstance(fit, Exception):
                 raise fit
-        mix, inner_acc = _ensemble_mix(result, inner)
+        mix, inner_acc = _ensemble_mix(cfg, result, inner)
         model = ensemble.build_ensemble(result.model, lin, mix)
         fitted = dict(ensemble_weight=mix.weight, ensemble_mode=mix.mode,
                       ensemble_temperatures=mix.temperatures)

@@ -109,7 +109,7 @@ def test_dry_run_price_is_within_30_percent_of_the_real_trial(tmp_path, monkeypa
     """A one-hold-out cut of the published spec on real keypoints, priced, then run."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     fields = yaml.safe_load((REPO / "sweeps/mlr511-nested.yaml").read_text())
-    fields.update(name="price", data=str(MLR511), holdouts=["user04"], retries=0,
+    fields.update(name="price", data=str(MLR511), holdouts=["user04"], seeds=[42], retries=0,
                   variants=[str(REPO / "configs/arabic-asl-65kpts-framed-anchored.yaml")],
                   qat={**fields["qat"], "epochs": 2})
     fields["train"].update(epochs=6)

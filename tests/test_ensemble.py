@@ -108,6 +108,9 @@ def test_mix_is_fitted_by_likelihood_deterministically():
         for w in ensemble.SHARE_GRID:
             mix = ensemble.Mix(mode, fitted.temperatures, float(w))
             assert ensemble.nll(ensemble.mix_logits(a, b, mix), yy) >= best - 1e-9
+    for mode in ensemble.MODES:                  # one pool asked for: that pool, its best share
+        only = ensemble.fit_mix(a, b, yy, (mode,))
+        assert only.mode == mode and ensemble.nll(ensemble.mix_logits(a, b, only), yy) >= best
     for mode in ensemble.MODES:                  # a share of 1 is the member alone
         np.testing.assert_allclose(
             ensemble.mix_logits(a, b, ensemble.Mix(mode, (2.0, 1.0), 1.0)),

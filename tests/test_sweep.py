@@ -67,6 +67,7 @@ def test_spec_errors_name_the_file_and_field(tmp_path, synth_dataset, variants):
     base = spec_fields(synth_dataset, [variants["tiny"]])
     cases = [({"quant": ["fp32", "fp16"]}, r"s\.yaml: quant: 'fp16' is not one of"),
              ({"epochs": 3}, r"s\.yaml: unknown key 'epochs'"),
+             ({"ensemble_mix": "mean"}, r"s\.yaml: ensemble_mix: 'mean' is not one of"),
              ({"train": {"epochs": 0}}, r"s\.yaml\.train: epochs must be in \[1, 100000\], got 0"),
              ({"seeds": [1, 1]}, r"s\.yaml: seeds: 1 is listed twice"),
              ({"name": "a b"}, r"s\.yaml: name: 'a b' must be"),
