@@ -26,18 +26,24 @@ EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
               "arabic-asl-48kpts-hands-shoulders-elbows-wrists-framed": 48,
               "arabic-asl-90kpts-framed": 90, "arabic-asl-65kpts-framed-anchored": 79,
               "arabic-asl-65kpts-framed-light": 65}
-LIGHT = ("arabic-asl-65kpts-framed-light", "arabic-asl-65kpts-framed-anchored")
+# Shipped settings: classifier dropout 0.1, no layer-drop, handedness auto (see their headers).
+# arabic-asl-65kpts-framed keeps the published settings: it is the regularisation arm.
+LIGHT = {stem for stem in EXPECTED_K if stem.endswith("-framed")} - {"arabic-asl-65kpts-framed"} | {
+    "arabic-asl-65kpts-framed-light", "arabic-asl-65kpts-framed-anchored"}
 
 
-def test_framed_variants_are_their_base_plus_framing():
+def test_framed_variants_select_their_base_keypoints():
+    """A framed variant differs from its base in framing and the shipped settings only, so the
+    keypoint comparison (issue 27) compares keypoints."""
     framed = [p for p in CONFIGS if p.stem.endswith("-framed")]
     assert len(framed) == 7
     for path in framed:
         v = load_variant(path)
         base = load_variant(path.with_name(path.stem.removesuffix("-framed") + ".yaml"))
         assert v.framing is not None, path.name
-        assert dataclasses.replace(v, name=base.name, description=base.description,
-                                   framing=None) == base, path.name
+        assert v.handedness == ("auto" if path.stem in LIGHT else "as-extracted"), path.name
+        assert dataclasses.replace(v, name=base.name, description=base.description, framing=None,
+                                   handedness=base.handedness, model=base.model) == base, path.name
 
 
 def test_every_literature_variant_is_present():
