@@ -388,18 +388,24 @@ def _title(s: Summary) -> str:
     return f"LOSO report: {', '.join(s.sweeps) or '?'}"
 
 
-def _rebuild(command: str) -> str:
-    return f"Rebuild this report from the rows beside it (rows/): {command}"
+def _rebuild(command: str, handedness: str | None, code: str = "") -> str:
+    text = f"Rebuild this report from the rows beside it ({code}rows/{code}): {code}{command}{code}"
+    if handedness:
+        text += (f"; the left-handed signers' table also needs the sweep's .tflite files (each "
+                 f"row's model_path) and unmirrored clips: add {code}--handedness "
+                 f"{handedness}{code}")
+    return text
 
 
-def render_markdown(s: Summary, pictures: list[Picture], command: str) -> str:
+def render_markdown(s: Summary, pictures: list[Picture], command: str,
+                    handedness: str | None = None) -> str:
     """GitHub-flavoured summary; images are referenced relative to the output folder."""
     sections = _sections(s)
     lines = verdict_lines(s)
     out = [f"# {_title(s)}", "", f"**{lines[0]}**", ""]
     out += [f"- {x}" for x in lines[1:]] + [""]
     out += [f"> **{w}**\n" for w in _warnings(s)]
-    out += [f"Rebuild this report from the rows beside it (`rows/`): `{command}`", "",
+    out += [_rebuild(command, handedness, "`"), "",
             _provenance_line(s), "", "Contents: " + " · ".join(
                 f"[{sec.title}](#{sec.anchor})" for sec in sections)]
     for sec in sections:
@@ -448,7 +454,8 @@ def _html_figures(pictures: list[Picture]) -> str:
         "</figure>" for p in pictures)
 
 
-def render_html(s: Summary, pictures: list[Picture], command: str) -> str:
+def render_html(s: Summary, pictures: list[Picture], command: str,
+                handedness: str | None = None) -> str:
     """One page: inline CSS, the charts and summed confusion matrices as data URIs; the
     per-hold-out counts are linked CSV files beside it."""
     sections = _sections(s)
@@ -475,6 +482,6 @@ def render_html(s: Summary, pictures: list[Picture], command: str) -> str:
     title = html.escape(_title(s))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>"
             f"<style>{CSS}</style></head><body><h1>{title}</h1>{verdict}{banners}"
-            f"<p class=prov>{html.escape(_rebuild(command))}</p>"
+            f"<p class=prov>{html.escape(_rebuild(command, handedness))}</p>"
             f"<p class=prov>{html.escape(_provenance_line(s))}</p>{toc}{''.join(body)}"
             "</body></html>\n")

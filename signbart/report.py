@@ -215,14 +215,13 @@ class ReportPaths:
     rows: list[str] = dataclasses.field(default_factory=list)    # the copied rows and sweep.json
 
 
-def rebuild_command(out_dir: str, names: list[str], formats=FORMATS,
-                    handedness: str | None = None) -> str:
-    """The one command that rebuilds a report from the rows it copied beside itself (and,
-    for ``handedness.csv``, the unmirrored clips and the models the rows name)."""
+def rebuild_command(out_dir: str, names: list[str], formats=FORMATS) -> str:
+    """The one command that rebuilds a report from the rows it copied beside itself. It never
+    carries ``--handedness``: that table also needs the sweep's .tflite files, which the rows
+    only name, so a copy of the report cannot promise it."""
     fmt = "" if tuple(formats) == FORMATS else f" --format {','.join(formats)}"
-    hand = f" --handedness {handedness}" if handedness else ""
     rows = " ".join(join(out_dir, ROWS, n) for n in names)
-    return f"signbart report {rows} --out {out_dir} --overwrite{fmt}{hand}"
+    return f"signbart report {rows} --out {out_dir} --overwrite{fmt}"
 
 
 def _identity(loaded: Loaded) -> list[list[str]]:
@@ -283,7 +282,7 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     previous = _check_out(out_dir, loaded, overwrite)
     used = sorted(set(rows.source_file))
     names = sorted({f.name for f in loaded.folders.values()})
-    command = rebuild_command(out_dir, names, formats, handedness)
+    command = rebuild_command(out_dir, names, formats)
     s = summarize(rows, checked)
     if handedness:  # imports TensorFlow's TFLite interpreter: only when asked
         from signbart.handedness import handedness_table
@@ -316,13 +315,13 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     for model, path in confusion_files(s).items():
         put(path, folds[folds.model == model].drop(columns="model").to_csv(index=False))
     if "md" in formats:
-        paths.markdown = put("summary.md", render_markdown(s, pictures, command))
+        paths.markdown = put("summary.md", render_markdown(s, pictures, command, handedness))
     if "html" in formats:
-        paths.html = put("report.html", render_html(s, pictures, command))
+        paths.html = put("report.html", render_html(s, pictures, command, handedness))
     _remove(out_dir, sorted(set(previous) - set(written)))
     write_json(join(out_dir, MANIFEST), {
         "format": 1, "inputs": list(inputs), "sweeps": _identity(loaded), "rebuild": command,
-        "files": sorted(written + [MANIFEST])})
+        "handedness": handedness, "files": sorted(written + [MANIFEST])})
     log.info("report: wrote %s (%d files; %d stale files of the previous report removed)",
              out_dir, len(written), len(set(previous) - set(written)))
     return paths
