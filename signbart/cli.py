@@ -153,7 +153,7 @@ def cmd_report(a) -> int:
     from signbart.report import build_report
 
     paths = build_report(a.results, a.out, formats=tuple(_csv_list(a.format)),
-                         overwrite=a.overwrite, handedness=a.handedness)
+                         overwrite=a.overwrite, handedness=a.handedness, latency=a.latency)
     print(f"report: {paths.html if getattr(paths, 'html', None) else a.out}")
     return 0
 
@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--handedness", metavar="DATASET",
                    help="left-handed signers' clips extracted without mirroring: score the "
                         "shipped model's .tflite of each one's fold on them (handedness.csv)")
+    s.add_argument("--latency", metavar="JSON",
+                   help="idle-machine latencies (benchmarks/bench_latency.py) in place of the "
+                        "ones timed inside the sweep; copied into the report")
     s.set_defaults(func=cmd_report)
     return p
 

@@ -106,7 +106,8 @@ def verdict_lines(s: Summary) -> list[str]:
            "%.",
            f"Against the baseline ({v['baseline'] or 'none in the rows'}): "
            f"{_pts(v['vs_baseline'], v['vs_baseline_ci'])}.",
-           f"Size {v['size_mb']:.2f} MB, latency {v['latency_ms']:.2f} ms (p50, one thread); "
+           f"Size {v['size_mb']:.2f} MB, latency {v['latency_ms']:.2f} ms (p50, one thread, "
+           f"{WHERE_TIMED.get(v.get('latency_source'), 'timed inside the sweep')}); "
            + (f"INT8 cost vs FP32 ({v['int8_model']} against its fp32): "
               f"{_pts(v['int8_vs_fp32'], v['int8_vs_fp32_ci'])}."
               if v["int8_model"] else "INT8 cost vs FP32: no quantised arm of this model ran."),
@@ -195,9 +196,13 @@ def _legend(s: Summary) -> Section:
                    "variants.csv", table_id="legend-table")
 
 
+WHERE_TIMED = {"idle": "on an idle machine", "sweep": "timed inside the sweep"}
+
+
 def _models(s: Summary) -> Section:
     a = s.arms
     verdict = s.verdict.get("model")
+    idle = (a.latency_source == "idle").any()
     several_seeds = (a.n_seeds > 1).any()
     table = pd.DataFrame({
         "model": [m + (" ★" if m == verdict else "") for m in a.model],
@@ -211,7 +216,9 @@ def _models(s: Summary) -> Section:
         "keypoints": a.keypoints.map(_si), "FLOPs": a.flops.map(_si),
         "size MB": [_pm(x, None, 2) + ("" if src == "tflite" else " (weights)")
                     for x, src in zip(a.size_mb, a.size_source)],
-        "latency ms": [_pm(x, None, 2) for x in a.latency_ms_p50],
+        "latency ms": [_pm(x, None, 2) + (" (sweep)" if idle and src == "sweep" else "")
+                       for x, src in zip(a.latency_ms_p50, a.latency_source)],
+        **({"p90 ms": [_pm(x, None, 2) for x in a.latency_ms_p90]} if idle else {}),
         "dominated": ["–" if not c or r != "candidate" else f"by {b}" if b else "no"
                       for c, r, b in zip(a.complete, a.role, a.dominated_by)]})
     return Section(
@@ -220,8 +227,13 @@ def _models(s: Summary) -> Section:
         "carries its FP32 model's). held-out top-1: mean over signers with its "
         f"{CONFIDENCE:.0%} t-interval over signers; in parentheses for a partial arm. "
         + ("seed spread: std over seeds of the mean over signers. " if several_seeds else "")
-        + "Size: the .tflite file (the baseline: its float32 weights); latency: the "
-        "single-thread median the trial measured. dominated: another complete candidate has "
+        + "Size: the .tflite file (the baseline: its float32 weights); latency: "
+        + ("the single-thread median (and p90) of one fold's file timed on an idle machine by "
+           "benchmarks/bench_latency.py (latency.json; latency_source idle in variants.csv), "
+           "or, marked (sweep), the one the trial timed inside the busy sweep. "
+           if idle else "the single-thread median the trial timed inside the sweep (two trials "
+           "share the cores: time it idle with benchmarks/bench_latency.py and --latency). ")
+        + "dominated: another complete candidate has "
         "no lower inner-val accuracy, is no larger and no slower, and is better in one; – for "
         "partial and reference arms.", "variants.csv", pictures="frontier",
         table_id="models-table")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 
 import pandas as pd
 import pyarrow as pa
@@ -34,13 +35,14 @@ from signbart.storage import (
     write_json,
     write_text,
 )
-from signbart.summary import Audit, Summary, confusion_long, natural, summarize
+from signbart.summary import IDLE_KEYS, Audit, Summary, confusion_long, natural, summarize
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("md", "csv", "html")
 MANIFEST = "report.json"  # what a report wrote, so that --overwrite removes exactly that
 ROWS = "rows"             # OUT/rows/<sweep>/: the rows a report used, as a sweep folder
+LATENCY = "latency.json"  # OUT/latency.json: the idle-machine latencies a report used
 
 
 # ---------------------------------------------------------------------------------- load
@@ -215,13 +217,53 @@ class ReportPaths:
     rows: list[str] = dataclasses.field(default_factory=list)    # the copied rows and sweep.json
 
 
-def rebuild_command(out_dir: str, names: list[str], formats=FORMATS) -> str:
-    """The one command that rebuilds a report from the rows it copied beside itself. It never
-    carries ``--handedness``: that table also needs the sweep's .tflite files, which the rows
-    only name, so a copy of the report cannot promise it."""
+def rebuild_command(out_dir: str, names: list[str], formats=FORMATS,
+                    latency: bool = False) -> str:
+    """The one command that rebuilds a report from the rows (and latencies) it copied beside
+    itself. It never carries ``--handedness``: that table also needs the sweep's .tflite
+    files, which the rows only name, so a copy of the report cannot promise it."""
     fmt = "" if tuple(formats) == FORMATS else f" --format {','.join(formats)}"
     rows = " ".join(join(out_dir, ROWS, n) for n in names)
-    return f"signbart report {rows} --out {out_dir} --overwrite{fmt}"
+    idle = f" --latency {join(out_dir, LATENCY)}" if latency else ""
+    return f"signbart report {rows} --out {out_dir} --overwrite{idle}{fmt}"
+
+
+def read_latency(path: str) -> pd.DataFrame:
+    """The ``models`` list of a ``benchmarks/bench_latency.py`` file, checked field by field."""
+    if not exists(path):
+        raise UserError(f"{path}: no such latency file (benchmarks/bench_latency.py writes one)")
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+        raise UserError(f"{path}: not a latency file (a JSON object with a 'models' list, as "
+                        "benchmarks/bench_latency.py writes)")
+    out = []
+    for i, m in enumerate(data["models"]):
+        where = f"{path}: models[{i}]"
+        if not isinstance(m, dict):
+            raise UserError(f"{where}: expected an object, got {m!r}")
+        for k in IDLE_KEYS:
+            if not isinstance(m.get(k), str) or not m[k]:
+                raise UserError(f"{where}.{k}: expected a name, got {m.get(k)!r}")
+        for k in ("latency_ms_p50", "latency_ms_p90"):
+            x = m.get(k)
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or not (
+                    math.isfinite(x) and x > 0):
+                raise UserError(f"{where}.{k}: expected a positive number of ms, got {x!r}")
+        out.append({k: m[k] for k in IDLE_KEYS + ["latency_ms_p50", "latency_ms_p90"]})
+    table = pd.DataFrame(out, columns=IDLE_KEYS + ["latency_ms_p50", "latency_ms_p90"])
+    twice = table[table.duplicated(IDLE_KEYS)]
+    if len(twice):
+        raise UserError(f"{path}: {' '.join(twice.iloc[0][IDLE_KEYS])} is timed twice")
+    return table
+
+
+def _check_latency(path: str, idle: pd.DataFrame, s: Summary) -> None:
+    """A latency file of another sweep must not be pooled: each of its arms is in the rows."""
+    arms = set(map(tuple, s.summary[IDLE_KEYS].to_numpy()))
+    foreign = [k for k in map(tuple, idle[IDLE_KEYS].to_numpy()) if k not in arms]
+    if foreign:
+        raise UserError(f"{path}: times {' '.join(foreign[0])}, which no row of these inputs "
+                        f"is ({len(foreign)} such entries): a latency file of another sweep?")
 
 
 def _identity(loaded: Loaded) -> list[list[str]]:
@@ -260,7 +302,8 @@ def _remove(out_dir: str, rels: list[str]) -> None:
 
 
 def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
-                 overwrite: bool = False, handedness: str | None = None) -> ReportPaths:
+                 overwrite: bool = False, handedness: str | None = None,
+                 latency: str | None = None) -> ReportPaths:
     """Read and check the rows under ``inputs``, write the report to ``out_dir`` (a path or a
     URI), and copy the rows it used to ``out_dir/rows/<sweep>/``.
 
@@ -268,7 +311,9 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     ``report.html`` with its charts and summed confusion matrices embedded. Always:
     ``verdict.json``, ``report.json`` and each model's per-hold-out confusion counts as
     ``confusion/<model>.csv``. ``handedness`` (a dataset of left-handed signers' unmirrored
-    clips) adds ``handedness.csv`` (``signbart.handedness``).
+    clips) adds ``handedness.csv`` (``signbart.handedness``). ``latency`` (a file of
+    ``benchmarks/bench_latency.py``) replaces the latencies timed inside the sweep with the
+    idle machine's, and is copied to ``OUT/latency.json``.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -279,11 +324,15 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     if rows.empty:
         raise UserError(f"{', '.join(inputs)}: every row was rejected, e.g. "
                         f"{checked.rejected.file.iloc[0]}: {checked.rejected.reason.iloc[0]}")
+    idle = read_latency(latency) if latency else None
+    idle_bytes = read_bytes(latency) if latency else b""  # before OUT/latency.json is rewritten
     previous = _check_out(out_dir, loaded, overwrite)
     used = sorted(set(rows.source_file))
     names = sorted({f.name for f in loaded.folders.values()})
-    command = rebuild_command(out_dir, names, formats)
-    s = summarize(rows, checked)
+    command = rebuild_command(out_dir, names, formats, latency=bool(latency))
+    s = summarize(rows, checked, idle)
+    if latency:
+        _check_latency(latency, idle, s)
     if handedness:  # imports TensorFlow's TFLite interpreter: only when asked
         from signbart.handedness import handedness_table
 
@@ -304,6 +353,8 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
         if f.sweep_json is not None:
             paths.rows.append(put(f"{ROWS}/{f.name}/sweep.json",
                                   read_bytes(join(f.uri, "sweep.json"))))
+    if latency:
+        put(LATENCY, idle_bytes)
     if "csv" in formats:
         for name, table in s.csv_tables().items():
             paths.csv[name] = put(f"{name}.csv", table.to_csv(index=False))
@@ -321,7 +372,7 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     _remove(out_dir, sorted(set(previous) - set(written)))
     write_json(join(out_dir, MANIFEST), {
         "format": 1, "inputs": list(inputs), "sweeps": _identity(loaded), "rebuild": command,
-        "handedness": handedness, "files": sorted(written + [MANIFEST])})
+        "handedness": handedness, "latency": latency, "files": sorted(written + [MANIFEST])})
     log.info("report: wrote %s (%d files; %d stale files of the previous report removed)",
              out_dir, len(written), len(set(previous) - set(written)))
     return paths

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 QUANTS = QUANT_MODES
 KINDS = ("signbart", "ensemble", KEEPBEST, "baseline")
 METRICS = ("top1", "top5", "macro_f1")
-COSTS = ("model_bytes", "params", "flops", "latency_ms_p50")
+COSTS = ("model_bytes", "params", "flops", "latency_ms_p50", "latency_ms_p90")
+IDLE_KEYS = ["variant", "quant", "model_kind"]  # what an idle-machine latency figure is of
 # An arm: one model setting. augment_setting is the row's ablation arm (the sweep writes it),
 # "" outside an ablation, so ablation settings are never pooled.
 GROUP = ["variant", "quant", "model_kind", "augment_setting"]
@@ -512,7 +513,8 @@ def _arms(rows: pd.DataFrame, ok: pd.DataFrame, per: pd.DataFrame, summary: pd.D
     held-out mean with its t-interval over signers, seed spread, worst signer and costs."""
     holdouts, seeds = _expected(rows, audit)
     cells = len(holdouts) * len(seeds)
-    arms = summary[GROUP + ["size_mb", "size_source", "latency_ms_p50", "flops"]].copy()
+    arms = summary[GROUP + ["size_mb", "size_source", "latency_ms_p50", "latency_ms_p90",
+                            "latency_source", "flops"]].copy()
     arms.insert(0, "model", labels(arms))
     out = []
     for a in arms.itertuples(index=False):
@@ -676,6 +678,7 @@ def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
         "int8_vs_fp32": None if i8 is None else _f(i8.delta_mean), "int8_vs_fp32_ci": _ci(i8),
         "int8_vs_fp32_distinguishable": None if i8 is None else bool(i8.distinguishable),
         "size_mb": _f(a.size_mb), "latency_ms": _f(a.latency_ms_p50),
+        "latency_source": str(a.latency_source),
         "tied": [m for m, x in zip(candidates.model, candidates.inner_val_accuracy)
                  if x >= candidates.inner_val_accuracy.max() - TIE - 1e-12]})
     return out
@@ -697,8 +700,26 @@ def _provenance(raw: pd.DataFrame, rows: pd.DataFrame, audit: Audit) -> pd.DataF
     return out.fillna({"missing": 0}).astype({"missing": int}).reset_index()
 
 
-def summarize(df: pd.DataFrame, audit: Audit | None = None) -> Summary:
-    """All report tables from the rows ``signbart.report`` accepted."""
+def with_idle_latency(summary: pd.DataFrame, idle: pd.DataFrame | None) -> pd.DataFrame:
+    """Latencies timed on an idle machine (``benchmarks/bench_latency.py``: variant, quant,
+    model_kind, latency_ms_p50/p90) replace the ones the trials timed inside the busy sweep;
+    ``latency_source`` says which one each arm carries."""
+    source = np.where(summary.latency_ms_p50.notna(), "sweep", "")
+    if idle is None or idle.empty:
+        return summary.assign(latency_source=source)
+    m = summary[IDLE_KEYS].merge(idle[IDLE_KEYS + ["latency_ms_p50", "latency_ms_p90"]],
+                                 on=IDLE_KEYS, how="left")
+    has = m.latency_ms_p50.notna().to_numpy()
+    return summary.assign(
+        latency_ms_p50=np.where(has, m.latency_ms_p50, summary.latency_ms_p50),
+        latency_ms_p90=np.where(has, m.latency_ms_p90, summary.latency_ms_p90),
+        latency_source=np.where(has, "idle", source))
+
+
+def summarize(df: pd.DataFrame, audit: Audit | None = None,
+              idle_latency: pd.DataFrame | None = None) -> Summary:
+    """All report tables from the rows ``signbart.report`` accepted; ``idle_latency`` as for
+    ``with_idle_latency``."""
     audit = audit or Audit.none()
     # rows from foreign or older files may lack keys: keep them visible instead of dropping them
     raw = df.fillna({"model_kind": "signbart", **{k: "?" for k in ("sweep", "holdout",
@@ -706,7 +727,7 @@ def summarize(df: pd.DataFrame, audit: Audit | None = None) -> Summary:
     raw = raw.assign(augment_setting=raw.ablation.fillna(""))
     rows, duplicates = _dedupe(raw)
     rows = rows.assign(ok=(rows.status == "ok") & rows.top1.notna())
-    summary = _summary(rows, rows[rows.ok])
+    summary = with_idle_latency(_summary(rows, rows[rows.ok]), idle_latency)
     label = dict(zip(map(tuple, summary[GROUP].to_numpy()), labels(summary)))
     rows = rows.assign(model=[label.get(tuple(k), "") for k in rows[GROUP].to_numpy()])
     ok = rows[rows.ok]

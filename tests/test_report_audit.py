@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from report_rows import write_sweep
+from report_rows import ARMS, write_sweep
 from scipy import stats
 
 from signbart import cli, report
@@ -247,3 +247,59 @@ def test_a_9_signer_15_arm_report_fits_in_1_5_mb(tmp_path):
     page = Path(paths.html).read_text()
     assert page.count("<img") == 5 + 15  # grid, 3 charts, frontier; one matrix per model
     assert "framed fp32 (4/9 signers)" in page
+
+
+def _latency_file(path: Path, models: list[dict]) -> Path:
+    path.write_text(json.dumps({"models": models}))
+    return path
+
+
+def test_idle_latency_replaces_the_sweeps_decides_ties_and_travels_with_the_report(tmp_path):
+    # ptq and qat tie on inner accuracy and size: the faster ships
+    arms = {k: ARMS[k] for k in [("fp32", "signbart"), ("ptq", "signbart"),
+                                 ("qat", "signbart"), ("fp32", "baseline")]}
+    rows = sweep(tmp_path, arms=arms)
+    assert build([rows], tmp_path / "busy").verdict and json.loads(
+        (tmp_path / "busy" / "verdict.json").read_text())["model"] == "ptq"  # 0.27 < 0.28 ms
+    idle = _latency_file(tmp_path / "lat.json", [
+        {"variant": VARIANT, "quant": q, "model_kind": "signbart", "latency_ms_p50": p50,
+         "latency_ms_p90": p50 * 1.2, "model_path": f"/x/{q}.tflite"}
+        for q, p50 in (("ptq", 0.5), ("qat", 0.3))])
+    out = tmp_path / "rep"
+    paths = build([rows], out, latency=str(idle))
+    v = json.loads(Path(paths.verdict).read_text())
+    assert (v["model"], v["latency_ms"], v["latency_source"]) == ("qat", 0.3, "idle")
+    table = pd.read_csv(out / "variants.csv").set_index("model")
+    assert table.loc["ptq", ["latency_ms_p50", "latency_ms_p90"]].tolist() == \
+        pytest.approx([0.5, 0.6])
+    assert table.latency_source.fillna("").to_dict() == {
+        "fp32": "sweep", "ptq": "idle", "qat": "idle", "fp32 base": ""}
+    assert (out / "latency.json").read_bytes() == idle.read_bytes()
+    command = report.rebuild_command(str(out), ["sw"], ("md", "csv"), latency=True)
+    assert f"--latency {out}/latency.json" in command
+    assert json.loads((out / "report.json").read_text())["rebuild"] == command
+    before = (out / "variants.csv").read_text()
+    assert cli.main(command.split()[1:]) == 0  # rebuilt from its own copy, into itself
+    assert (out / "variants.csv").read_text() == before
+
+
+@pytest.mark.parametrize("models, message", [
+    ([{"variant": VARIANT, "quant": "ptq", "model_kind": "signbart", "latency_ms_p50": 0.3}],
+     r"lat.json: models\[0\].latency_ms_p90: expected a positive number of ms, got None"),
+    ([{"variant": VARIANT, "quant": "ptq", "model_kind": "signbart", "latency_ms_p50": float("nan"),
+       "latency_ms_p90": 1.0}], r"models\[0\].latency_ms_p50: expected a positive number"),
+    ([{"variant": VARIANT, "quant": "ptq", "latency_ms_p50": 1.0, "latency_ms_p90": 1.0}],
+     r"models\[0\].model_kind: expected a name, got None"),
+    ([{"variant": "arabic-asl-90kpts-framed", "quant": "ptq", "model_kind": "signbart",
+       "latency_ms_p50": 1.0, "latency_ms_p90": 1.0}],
+     r"lat.json: times arabic-asl-90kpts-framed ptq signbart, which no row of these inputs is"),
+])
+def test_a_bad_or_foreign_latency_file_is_one_sentence_and_writes_nothing(tmp_path, models,
+                                                                          message):
+    rows = sweep(tmp_path)
+    idle = _latency_file(tmp_path / "lat.json", models)
+    with pytest.raises(UserError, match=message):
+        build([rows], tmp_path / "rep", latency=str(idle))
+    assert not (tmp_path / "rep").exists()
+    with pytest.raises(UserError, match="no such latency file"):
+        build([rows], tmp_path / "rep", latency=str(tmp_path / "none.json"))
