@@ -246,9 +246,19 @@ class _Job:
 
 
 def find_videos(root: Path) -> list[Path]:
-    """Every video file under ``root`` (by suffix, any depth), sorted."""
-    return sorted(p for p in Path(root).rglob("*")
-                  if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    """Every video file under ``root`` (by suffix, any depth), sorted. Symlinked folders are
+    followed (a selection of signers is often a folder of links), each real folder once."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in VIDEO_SUFFIXES
+                  and (Path(folder) / f).is_file()]
+    return sorted(found)
 
 
 def _sample_id(source: str) -> str:
@@ -367,6 +377,11 @@ def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = 
     root, out = Path(videos), Path(out)
     if not root.is_dir():
         raise UserError(f"{root}: not a directory of videos")
+    if workers is not None and workers < 1:
+        raise UserError(f"extract: --workers must be at least 1, got {workers}")
+    if not (isinstance(flush_seconds, (int, float)) and 0 < flush_seconds < float("inf")):
+        raise UserError(f"extract: --flush-seconds must be a positive number of seconds, got "
+                        f"{flush_seconds}")
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other: continue the dataset in "
                         f"{out}, or replace it")

@@ -27,6 +27,7 @@ from signbart.extract import (
     _Progress,
     extract_dir,
     extract_video,
+    find_videos,
     make_holistic,
 )
 from signbart.layouts import get_layout
@@ -390,3 +391,30 @@ def test_progress_without_a_tty_logs_rate_elapsed_and_eta(caplog):
     [message] = [r.getMessage() for r in caplog.records]
     assert message == ("extract: 5/10 videos, 12.5 frames/s, elapsed 0:00:20, ETA 0:00:20, "
                        "1 failed")
+
+
+def test_find_videos_follows_symlinked_folders_each_real_folder_once(tmp_path):
+    real = tmp_path / "elsewhere" / "user01" / "G01"
+    real.mkdir(parents=True)
+    (real / "R01.mp4").write_bytes(b"x")
+    (real / "notes.txt").write_text("not a video")
+    root = tmp_path / "selection"
+    root.mkdir()
+    (root / "user01").symlink_to(real.parent, target_is_directory=True)  # a folder of links
+    (root / "user01-copy").symlink_to(real.parent, target_is_directory=True)  # the same again
+    (real / "loop").symlink_to(root, target_is_directory=True)           # and a cycle
+    assert find_videos(root) == [root / "user01" / "G01" / "R01.mp4"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--workers", "0"], "--workers must be at least 1, got 0"),
+    (["--flush-seconds", "nan"], "--flush-seconds must be a positive number of seconds, got nan"),
+    (["--flush-seconds", "-1"], "--flush-seconds must be a positive number of seconds, got -1"),
+])
+def test_extract_refuses_bad_numbers_before_writing(tmp_path, capsys, argv, message):
+    from signbart.cli import main
+
+    (tmp_path / "videos").mkdir()
+    assert main(["extract", str(tmp_path / "videos"), str(tmp_path / "out"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
