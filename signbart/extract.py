@@ -379,9 +379,9 @@ def extract_dir(videos, out, layout: str = "holistic-90", workers: int | None = 
         raise UserError(f"{root}: not a directory of videos")
     if workers is not None and workers < 1:
         raise UserError(f"extract: --workers must be at least 1, got {workers}")
-    if not (isinstance(flush_seconds, (int, float)) and 0 < flush_seconds < float("inf")):
-        raise UserError(f"extract: --flush-seconds must be a positive number of seconds, got "
-                        f"{flush_seconds}")
+    if not (isinstance(flush_seconds, (int, float)) and 0 <= flush_seconds < float("inf")):
+        raise UserError(f"extract: --flush-seconds must be a finite number of seconds >= 0 "
+                        f"(0 flushes after every video), got {flush_seconds}")
     if resume and overwrite:
         raise UserError("--resume and --overwrite exclude each other: continue the dataset in "
                         f"{out}, or replace it")

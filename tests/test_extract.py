@@ -408,8 +408,8 @@ def test_find_videos_follows_symlinked_folders_each_real_folder_once(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--workers", "0"], "--workers must be at least 1, got 0"),
-    (["--flush-seconds", "nan"], "--flush-seconds must be a positive number of seconds, got nan"),
-    (["--flush-seconds", "-1"], "--flush-seconds must be a positive number of seconds, got -1"),
+    (["--flush-seconds", "nan"], "--flush-seconds must be a finite number of seconds >= 0 (0 flushes after every video), got nan"),
+    (["--flush-seconds", "-1"], "--flush-seconds must be a finite number of seconds >= 0 (0 flushes after every video), got -1"),
 ])
 def test_extract_refuses_bad_numbers_before_writing(tmp_path, capsys, argv, message):
     from signbart.cli import main
