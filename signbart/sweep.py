@@ -805,17 +805,22 @@ def _cached_price(exp: ExperimentConfig) -> dict | None:
     return read_json(cache_dir() / f"price-{_price_key(exp)}.json")
 
 
-def _price(exp: ExperimentConfig) -> dict:
-    """``trial.price`` of ``exp`` in a spawned child with TensorFlow's output silenced (the
-    driver never imports TensorFlow), cached under ``cache_dir()``."""
-    price = _cached_price(exp)
-    if price is None:
-        ctx = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
-            price = pool.submit(_price_quietly, exp.to_dict()).result()
-        price["host"] = socket.gethostname()
-        write_json(cache_dir() / f"price-{_price_key(exp)}.json", price)
-    return price
+def _measure(exps: list[ExperimentConfig], workers: int) -> dict[str, dict]:
+    """``trial.price`` of each of ``exps`` (one per variant), ``workers`` at a time, each in a
+    spawned child with TensorFlow's output silenced (the driver never imports TensorFlow),
+    cached under ``cache_dir()``. Side by side at the sweep's own concurrency, so the pricing
+    takes a trial's time per ``workers`` variants and clocks trials that share the cores as
+    the sweep's do."""
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max(1, min(workers, len(exps))),
+                                                mp_context=ctx) as pool:
+        futures = {exp.variant.name: (exp, pool.submit(_price_quietly, exp.to_dict()))
+                   for exp in exps}
+        prices = {}
+        for name, (exp, future) in futures.items():
+            prices[name] = {**future.result(), "host": socket.gethostname()}
+            write_json(cache_dir() / f"price-{_price_key(exp)}.json", prices[name])
+    return prices
 
 
 def _price_quietly(experiment: dict) -> dict:
@@ -850,21 +855,24 @@ def estimate(spec: SweepSpec, grid: Grid, path: str, max_concurrent: int | None 
     """The unfinished trials' CPU-hours and the sweep's wall-clock at its concurrency.
 
     Each variant is priced on its own (a 42- and a 90-keypoint model differ) by a short real
-    run of its first trial with every row kind the spec asks for (``trial.price``), cached
-    under ``cache_dir()``. With ``measure`` False nothing runs: uncached variants get the
-    analytic figure (``_analytic_price``), which is what the pre-sweep gate uses.
+    run of its first trial with every row kind the spec asks for (``trial.price``), as many
+    at once as the sweep runs trials, cached under ``cache_dir()``. With ``measure`` False
+    nothing runs: uncached variants get the analytic figure (``_analytic_price``), which is
+    what the pre-sweep gate uses.
     """
     experiments = grid.experiments(spec)
-    prices = {}
-    for exp in experiments:
-        name = exp.variant.name
-        if name not in prices:
-            prices[name] = (_price(exp) if measure else _cached_price(exp)
-                            or _analytic_price(exp))
-    todo = [e for e in experiments if not exists(rows_uri(path, e.name))]
     concurrency = max(1, int((os.cpu_count() or 1) // spec.resources.cpu))
     if max_concurrent:
         concurrency = min(concurrency, max_concurrent)
+    first = {}
+    for exp in experiments:
+        first.setdefault(exp.variant.name, exp)
+    prices = {name: _cached_price(exp) for name, exp in first.items()}
+    unpriced = [first[name] for name, price in prices.items() if price is None]
+    if measure and unpriced:
+        prices.update(_measure(unpriced, concurrency))
+    prices = {name: price or _analytic_price(first[name]) for name, price in prices.items()}
+    todo = [e for e in experiments if not exists(rows_uri(path, e.name))]
     trial_s = [prices[e.variant.name]["cpu_s"] for e in todo]
     walls = [prices[e.variant.name]["cpu_s"] * prices[e.variant.name]["short_wall_s"]
              / prices[e.variant.name]["short_cpu_s"] for e in todo]
