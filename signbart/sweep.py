@@ -812,8 +812,7 @@ def _measure(exps: list[ExperimentConfig], workers: int) -> dict[str, dict]:
     takes a trial's time per ``workers`` variants and clocks trials that share the cores as
     the sweep's do."""
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max(1, min(workers, len(exps))),
-                                                mp_context=ctx) as pool:
+    with concurrent.futures.ProcessPoolExecutor(min(workers, len(exps)), mp_context=ctx) as pool:
         futures = {exp.variant.name: (exp, pool.submit(_price_quietly, exp.to_dict()))
                    for exp in exps}
         prices = {}

@@ -406,10 +406,13 @@ def test_find_videos_follows_symlinked_folders_each_real_folder_once(tmp_path):
     assert find_videos(root) == [root / "user01" / "G01" / "R01.mp4"]
 
 
+FLUSH = "--flush-seconds must be a finite number of seconds >= 0 (0 flushes after every video)"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--workers", "0"], "--workers must be at least 1, got 0"),
-    (["--flush-seconds", "nan"], "--flush-seconds must be a finite number of seconds >= 0 (0 flushes after every video), got nan"),
-    (["--flush-seconds", "-1"], "--flush-seconds must be a finite number of seconds >= 0 (0 flushes after every video), got -1"),
+    (["--flush-seconds", "nan"], f"{FLUSH}, got nan"),
+    (["--flush-seconds", "-1"], f"{FLUSH}, got -1"),
 ])
 def test_extract_refuses_bad_numbers_before_writing(tmp_path, capsys, argv, message):
     from signbart.cli import main
