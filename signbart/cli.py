@@ -153,7 +153,8 @@ def cmd_report(a) -> int:
     from signbart.report import build_report
 
     paths = build_report(a.results, a.out, formats=tuple(_csv_list(a.format)),
-                         overwrite=a.overwrite, handedness=a.handedness, latency=a.latency)
+                         overwrite=a.overwrite, handedness=a.handedness, latency=a.latency,
+                         published=a.published)
     print(f"report: {paths.html if getattr(paths, 'html', None) else a.out}")
     return 0
 
@@ -322,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--latency", metavar="JSON",
                    help="idle-machine latencies (benchmarks/bench_latency.py) in place of the "
                         "ones timed inside the sweep; copied into the report")
+    s.add_argument("--published", metavar="JSON",
+                   help="another work's figures for this task (source + figures by quant), "
+                        "shown beside each SignBART arm; copied into the report")
     s.set_defaults(func=cmd_report)
     return p
 

@@ -258,6 +258,36 @@ def _paired_section(s: Summary) -> Section:
         "is a second opinion (it never decides; – when every difference is 0).", "paired.csv")
 
 
+def _span(lo, hi, fmt) -> str:
+    if pd.isna(lo):
+        return "–"
+    return fmt(lo) if lo == hi else f"{fmt(lo)}–{fmt(hi)}"
+
+
+def _published_section(s: Summary) -> Section:
+    p = s.published
+    return Section("Against published figures", pd.DataFrame({
+        "model": p.model, "signers": p.coverage,
+        "held-out top-1 %": [f"{_pct(m)} {_ci(lo, hi)}".strip() for m, lo, hi in
+                             zip(p.mean_top1, p.mean_ci_low, p.mean_ci_high)],
+        "worst signer": [f"{w}: {_pct(t)}" for w, t in zip(p.worst_signer, p.worst_top1)],
+        "published top-1 %": [_span(lo, hi, _pct) for lo, hi in
+                              zip(p.published_top1_low, p.published_top1_high)],
+        "interval vs published": p.against,
+        "size MB": [_pm(x, None, 2) for x in p.size_mb],
+        "published MB": [_pm(x, None, 2) for x in p.published_size_mb],
+        "speed-up": [f"{x:.2f}×" if pd.notna(x) else "–" for x in p.speedup],
+        "published speed-up": [_span(lo, hi, "{:g}".format) + ("" if pd.isna(lo) else "×")
+                               for lo, hi in zip(p.published_speedup_low,
+                                                 p.published_speedup_high)]}),
+        f"Published: {s.published_source}. Each SignBART arm beside the published figure for "
+        "its quant mode. interval vs published: where the arm's "
+        f"{CONFIDENCE:.0%} t-interval over signers lies against the published top-1 range "
+        "(below, overlaps, above; partial for an arm without every signer). speed-up: the "
+        "arm's FP32 latency over its own (p50, the latencies of the Models table).",
+        "published.csv")
+
+
 def _first_sections(s: Summary) -> list[Section]:
     """What a LOSO reader looks for first: the legend, each signer under each model, the
     models' inner and held-out figures, then the paired differences."""
@@ -271,7 +301,8 @@ def _first_sections(s: Summary) -> list[Section]:
             "arm without every signer); worst: the lowest signer (▼ in its column). Failed "
             "cells are left out, never counted as zero. Also in signers.csv.",
             "signers.csv", pictures="grid", table_id="signer-grid"))
-    return out + [_models(s), _paired_section(s)]
+    out += [_models(s), _paired_section(s)]
+    return out + ([_published_section(s)] if not s.published.empty else [])
 
 
 def _sections(s: Summary) -> list[Section]:

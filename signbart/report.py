@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from signbart.config import QUANT_MODES
 from signbart.errors import UserError
 from signbart.plots import draw
 from signbart.render import confusion_files, render_html, render_markdown
@@ -35,7 +36,15 @@ from signbart.storage import (
     write_json,
     write_text,
 )
-from signbart.summary import IDLE_KEYS, Audit, Summary, confusion_long, natural, summarize
+from signbart.summary import (
+    IDLE_KEYS,
+    PUBLISHED_KEYS,
+    Audit,
+    Summary,
+    confusion_long,
+    natural,
+    summarize,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,7 @@ FORMATS = ("md", "csv", "html")
 MANIFEST = "report.json"  # what a report wrote, so that --overwrite removes exactly that
 ROWS = "rows"             # OUT/rows/<sweep>/: the rows a report used, as a sweep folder
 LATENCY = "latency.json"  # OUT/latency.json: the idle-machine latencies a report used
+PUBLISHED = "published.json"  # OUT/published.json: another work's figures, shown beside ours
 
 
 # ---------------------------------------------------------------------------------- load
@@ -218,24 +228,31 @@ class ReportPaths:
 
 
 def rebuild_command(out_dir: str, names: list[str], formats=FORMATS,
-                    latency: bool = False) -> str:
-    """The one command that rebuilds a report from the rows (and latencies) it copied beside
-    itself. It never carries ``--handedness``: that table also needs the sweep's .tflite
+                    latency: bool = False, published: bool = False) -> str:
+    """The one command that rebuilds a report from the rows (latencies, published figures) it
+    copied beside itself. It never carries ``--handedness``: that table also needs the sweep's .tflite
     files, which the rows only name, so a copy of the report cannot promise it."""
     fmt = "" if tuple(formats) == FORMATS else f" --format {','.join(formats)}"
     rows = " ".join(join(out_dir, ROWS, n) for n in names)
     idle = f" --latency {join(out_dir, LATENCY)}" if latency else ""
-    return f"signbart report {rows} --out {out_dir} --overwrite{idle}{fmt}"
+    beside = f" --published {join(out_dir, PUBLISHED)}" if published else ""
+    return f"signbart report {rows} --out {out_dir} --overwrite{idle}{beside}{fmt}"
+
+
+def _object_with_list(path: str, key: str, what: str, how: str) -> dict:
+    """A JSON object holding a ``key`` list, or one sentence naming the file."""
+    if not exists(path):
+        raise UserError(f"{path}: no such {what} ({how})")
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise UserError(f"{path}: not a {what} (a JSON object with a '{key}' list; {how})")
+    return data
 
 
 def read_latency(path: str) -> pd.DataFrame:
     """The ``models`` list of a ``benchmarks/bench_latency.py`` file, checked field by field."""
-    if not exists(path):
-        raise UserError(f"{path}: no such latency file (benchmarks/bench_latency.py writes one)")
-    data = read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("models"), list):
-        raise UserError(f"{path}: not a latency file (a JSON object with a 'models' list, as "
-                        "benchmarks/bench_latency.py writes)")
+    data = _object_with_list(path, "models", "latency file",
+                             "benchmarks/bench_latency.py writes one")
     out = []
     for i, m in enumerate(data["models"]):
         where = f"{path}: models[{i}]"
@@ -255,6 +272,59 @@ def read_latency(path: str) -> pd.DataFrame:
     if len(twice):
         raise UserError(f"{path}: {' '.join(twice.iloc[0][IDLE_KEYS])} is timed twice")
     return table
+
+
+def _range(x, where: str, ceiling: float | None) -> tuple[float, float]:
+    """A published [low, high] (one number: both): finite, positive, low <= high <= ceiling."""
+    pair = x if isinstance(x, list) and len(x) == 2 else [x, x]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               and v > 0 for v in pair) or pair[0] > pair[1] or (ceiling and pair[1] > ceiling):
+        top = f" <= {ceiling:g}" if ceiling else ""
+        raise UserError(f"{where}: expected a number or a [low, high] pair, 0 < low <= high{top}, "
+                        f"got {x!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def read_published(path: str) -> tuple[str, pd.DataFrame]:
+    """Another work's published figures for this task (e.g. the reference implementation's
+    "expected results"): a ``source`` sentence and ``figures``, each a ``quant`` mode with its
+    ``top1`` range (fractions) and, optionally, a ``variant`` (else every variant's), a
+    ``size_mb`` and a ``speedup`` range over FP32. Checked field by field."""
+    data = _object_with_list(path, "figures", "file of published figures",
+                             "a 'source' sentence and a 'figures' list: see the README's Reports")
+    if not isinstance(data.get("source"), str) or not data["source"].strip():
+        raise UserError(f"{path}: source: say whose figures these are and on what protocol")
+    out = []
+    for i, f in enumerate(data["figures"]):
+        where = f"{path}: figures[{i}]"
+        if not isinstance(f, dict):
+            raise UserError(f"{where}: expected an object, got {f!r}")
+        unknown = sorted(set(f) - {"variant", "quant", "top1", "size_mb", "speedup"})
+        if unknown:
+            raise UserError(f"{where}: unknown field {unknown[0]!r}")
+        if f.get("quant") not in QUANT_MODES:
+            raise UserError(f"{where}.quant: expected one of {', '.join(QUANT_MODES)}, "
+                            f"got {f.get('quant')!r}")
+        if not isinstance(f.get("variant", ""), str):
+            raise UserError(f"{where}.variant: expected a variant name, got {f['variant']!r}")
+        top1 = _range(f.get("top1"), f"{where}.top1", 1.0)
+        size = (_range(f["size_mb"], f"{where}.size_mb", None)[0] if "size_mb" in f
+                else math.nan)
+        speed = _range(f["speedup"], f"{where}.speedup", None) if "speedup" in f else (
+            math.nan, math.nan)
+        out.append([f.get("variant", ""), f["quant"], *top1, size, *speed])
+    return data["source"].strip(), pd.DataFrame(out, columns=PUBLISHED_KEYS)
+
+
+def _check_published(path: str, figures: pd.DataFrame, s: Summary) -> None:
+    """Every published figure must sit beside at least one arm, or it was meant for other
+    inputs."""
+    for i, f in enumerate(figures.itertuples(index=False)):
+        if not ((s.published.quant == f.quant)
+                & ((s.published.variant == f.variant) if f.variant else True)).any():
+            of = f"{f.variant} {f.quant}" if f.variant else f.quant
+            raise UserError(f"{path}: figures[{i}] ({of}) is beside no SignBART arm of these "
+                            "inputs: figures of another sweep?")
 
 
 def _check_latency(path: str, idle: pd.DataFrame, s: Summary) -> None:
@@ -303,7 +373,7 @@ def _remove(out_dir: str, rels: list[str]) -> None:
 
 def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
                  overwrite: bool = False, handedness: str | None = None,
-                 latency: str | None = None) -> ReportPaths:
+                 latency: str | None = None, published: str | None = None) -> ReportPaths:
     """Read and check the rows under ``inputs``, write the report to ``out_dir`` (a path or a
     URI), and copy the rows it used to ``out_dir/rows/<sweep>/``.
 
@@ -313,7 +383,9 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     ``confusion/<model>.csv``. ``handedness`` (a dataset of left-handed signers' unmirrored
     clips) adds ``handedness.csv`` (``signbart.handedness``). ``latency`` (a file of
     ``benchmarks/bench_latency.py``) replaces the latencies timed inside the sweep with the
-    idle machine's, and is copied to ``OUT/latency.json``.
+    idle machine's, and is copied to ``OUT/latency.json``. ``published`` (another work's
+    figures, ``read_published``) adds ``published.csv`` and its section, and is copied to
+    ``OUT/published.json``.
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -326,13 +398,18 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
                         f"{checked.rejected.file.iloc[0]}: {checked.rejected.reason.iloc[0]}")
     idle = read_latency(latency) if latency else None
     idle_bytes = read_bytes(latency) if latency else b""  # before OUT/latency.json is rewritten
+    claims = read_published(published) if published else None
+    claims_bytes = read_bytes(published) if published else b""
     previous = _check_out(out_dir, loaded, overwrite)
     used = sorted(set(rows.source_file))
     names = sorted({f.name for f in loaded.folders.values()})
-    command = rebuild_command(out_dir, names, formats, latency=bool(latency))
-    s = summarize(rows, checked, idle)
+    command = rebuild_command(out_dir, names, formats, latency=bool(latency),
+                              published=bool(published))
+    s = summarize(rows, checked, idle, claims)
     if latency:
         _check_latency(latency, idle, s)
+    if published:
+        _check_published(published, claims[1], s)
     if handedness:  # imports TensorFlow's TFLite interpreter: only when asked
         from signbart.handedness import handedness_table
 
@@ -355,6 +432,8 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
                                   read_bytes(join(f.uri, "sweep.json"))))
     if latency:
         put(LATENCY, idle_bytes)
+    if published:
+        put(PUBLISHED, claims_bytes)
     if "csv" in formats:
         for name, table in s.csv_tables().items():
             paths.csv[name] = put(f"{name}.csv", table.to_csv(index=False))
@@ -372,7 +451,7 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     _remove(out_dir, sorted(set(previous) - set(written)))
     write_json(join(out_dir, MANIFEST), {
         "format": 1, "inputs": list(inputs), "sweeps": _identity(loaded), "rebuild": command,
-        "handedness": handedness, "latency": latency, "files": sorted(written + [MANIFEST])})
+        "handedness": handedness, "latency": latency, "published": published, "files": sorted(written + [MANIFEST])})
     log.info("report: wrote %s (%d files; %d stale files of the previous report removed)",
              out_dir, len(written), len(set(previous) - set(written)))
     return paths

@@ -89,6 +89,9 @@ class Summary:
     verdict: dict              # verdict.json: the model to ship by VERDICT_RULE, or why none
     handedness: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     # per left-handed signer: the shipped model on unmirrored clips (signbart.handedness)
+    published: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # per SignBART arm: its figures beside another work's published ones (beside_published)
+    published_source: str = ""  # whose figures those are, and on what protocol
 
     @property
     def sweeps(self) -> list[str]:
@@ -111,7 +114,8 @@ class Summary:
                "missing": self.audit.missing, "rejected": self.audit.rejected,
                "duplicates": self.duplicates, "provenance": self.provenance}
         out.update({k: v for k, v in (("ablation", self.ablation), ("search", self.search),
-                                      ("inner", self.inner), ("handedness", self.handedness))
+                                      ("inner", self.inner), ("handedness", self.handedness),
+                                      ("published", self.published))
                     if not v.empty})
         return out
 
@@ -716,10 +720,53 @@ def with_idle_latency(summary: pd.DataFrame, idle: pd.DataFrame | None) -> pd.Da
         latency_source=np.where(has, "idle", source))
 
 
+PUBLISHED_KEYS = ["variant", "quant", "top1_low", "top1_high", "size_mb", "speedup_low",
+                  "speedup_high"]  # a published figure; variant "" is every variant's
+
+
+def _against(lo: float, hi: float, low: float, high: float, full: bool) -> str:
+    """Where a signer-level interval lies against a published range."""
+    if not full:
+        return "partial"
+    return "below" if hi < low else "above" if lo > high else "overlaps"
+
+
+def beside_published(arms: pd.DataFrame, figures: pd.DataFrame) -> pd.DataFrame:
+    """Each SignBART arm beside the published figure for its quant mode (and variant, when the
+    figure names one). Speed-up is the arm's latency over its variant's FP32 one, as published
+    speed-ups are; ``against`` places the arm's interval over signers below, overlapping or
+    above the published top-1 range, so a reader sees whether the claim holds here."""
+    mine = arms[(arms.model_kind == "signbart") & (arms.augment_setting == "")]
+    fp32 = mine[mine.quant == "fp32"].set_index("variant").latency_ms_p50
+    out = []
+    for f in figures.itertuples(index=False):
+        hit = mine[(mine.quant == f.quant) & ((mine.variant == f.variant) if f.variant else True)]
+        for a in hit.itertuples(index=False):
+            out.append({
+                "model": a.model, "variant": a.variant, "quant": a.quant,
+                "coverage": a.coverage, "mean_top1": a.mean_top1, "mean_ci_low": a.mean_ci_low,
+                "mean_ci_high": a.mean_ci_high, "worst_signer": a.worst_signer,
+                "worst_top1": a.worst_top1,
+                "published_top1_low": f.top1_low, "published_top1_high": f.top1_high,
+                "against": _against(a.mean_ci_low, a.mean_ci_high, f.top1_low, f.top1_high,
+                                    a.full_coverage),
+                "size_mb": a.size_mb, "published_size_mb": f.size_mb,
+                "speedup": fp32.get(a.variant, np.nan) / a.latency_ms_p50,
+                "latency_source": a.latency_source,
+                "published_speedup_low": f.speedup_low, "published_speedup_high": f.speedup_high})
+    return pd.DataFrame(out, columns=[
+        "model", "variant", "quant", "coverage", "mean_top1", "mean_ci_low", "mean_ci_high",
+        "worst_signer", "worst_top1", "published_top1_low", "published_top1_high", "against",
+        "size_mb", "published_size_mb", "speedup", "latency_source", "published_speedup_low",
+        "published_speedup_high"])
+
+
 def summarize(df: pd.DataFrame, audit: Audit | None = None,
-              idle_latency: pd.DataFrame | None = None) -> Summary:
+              idle_latency: pd.DataFrame | None = None,
+              published: tuple[str, pd.DataFrame] | None = None) -> Summary:
     """All report tables from the rows ``signbart.report`` accepted; ``idle_latency`` as for
-    ``with_idle_latency``."""
+    ``with_idle_latency``; ``published`` (whose figures, and the figures) as for
+    ``beside_published``."""
     audit = audit or Audit.none()
     # rows from foreign or older files may lack keys: keep them visible instead of dropping them
     raw = df.fillna({"model_kind": "signbart", **{k: "?" for k in ("sweep", "holdout",
@@ -746,6 +793,9 @@ def summarize(df: pd.DataFrame, audit: Audit | None = None,
                 inner=_inner(ok), provenance=_provenance(raw, rows, audit),
                 signers=_signers(per, arms), paired=paired,
                 verdict=_verdict(arms, per, paired, model, candidates))
+    if published:
+        s = dataclasses.replace(s, published=beside_published(arms, published[1]),
+                                published_source=published[0])
     for what, table in (("failed", s.failures), ("missing", audit.missing),
                         ("rejected", audit.rejected), ("duplicate rows of", s.duplicates)):
         if len(table):

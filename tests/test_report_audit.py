@@ -283,23 +283,75 @@ def test_idle_latency_replaces_the_sweeps_decides_ties_and_travels_with_the_repo
     assert (out / "variants.csv").read_text() == before
 
 
-@pytest.mark.parametrize("models, message", [
-    ([{"variant": VARIANT, "quant": "ptq", "model_kind": "signbart", "latency_ms_p50": 0.3}],
-     r"lat.json: models\[0\].latency_ms_p90: expected a positive number of ms, got None"),
-    ([{"variant": VARIANT, "quant": "ptq", "model_kind": "signbart", "latency_ms_p50": float("nan"),
-       "latency_ms_p90": 1.0}], r"models\[0\].latency_ms_p50: expected a positive number"),
-    ([{"variant": VARIANT, "quant": "ptq", "latency_ms_p50": 1.0, "latency_ms_p90": 1.0}],
+def test_published_figures_sit_beside_each_signbart_arm_and_travel_with_the_report(tmp_path):
+    rows = sweep(tmp_path)  # fp32 0.81/0.83/0.85, ptq 0.80/0.82/0.84; 0.39 and 0.27 ms
+    claims = tmp_path / "pub.json"
+    claims.write_text(json.dumps({"source": "ref README, 3 hold-outs", "figures": [
+        {"quant": "fp32", "top1": [0.94, 0.96], "size_mb": 3.0, "speedup": 1},
+        {"quant": "ptq", "variant": VARIANT, "top1": [0.70, 0.75], "speedup": [2, 3]}]}))
+    out = tmp_path / "rep"
+    build([rows], out, published=str(claims))
+    table = pd.read_csv(out / "published.csv").set_index("model")
+    assert list(table.index) == ["fp32", "ptq"]  # not the baseline: only SignBART arms
+    assert table.against.to_dict() == {"fp32": "below", "ptq": "above"}
+    assert table.at["ptq", "speedup"] == pytest.approx(0.39 / 0.27)
+    assert table.at["fp32", "published_size_mb"] == 3.0
+    assert table.loc["ptq", ["published_speedup_low", "published_speedup_high"]].tolist() == [2, 3]
+    md = (out / "summary.md").read_text()
+    assert "## Against published figures" in md and "Published: ref README, 3 hold-outs." in md
+    assert "| 94.0–96.0 | below |" in md and "| 2–3× |" in md
+    assert (out / "published.json").read_bytes() == claims.read_bytes()
+    command = json.loads((out / "report.json").read_text())["rebuild"]
+    assert command == report.rebuild_command(str(out), ["sw"], ("md", "csv"), published=True)
+    assert f"--published {out}/published.json" in command
+    before = (out / "published.csv").read_text()
+    assert cli.main(command.split()[1:]) == 0
+    assert (out / "published.csv").read_text() == before
+    build([rows], tmp_path / "plain")
+    assert not (tmp_path / "plain" / "published.csv").exists()
+    assert "Against published" not in (tmp_path / "plain" / "summary.md").read_text()
+
+
+SOURCE = "ref README, 3 hold-outs"
+LAT = {"variant": VARIANT, "quant": "ptq", "model_kind": "signbart"}
+
+
+@pytest.mark.parametrize("option, content, message", [
+    ("latency", {"models": [{**LAT, "latency_ms_p50": 0.3}]},
+     r"side.json: models\[0\].latency_ms_p90: expected a positive number of ms, got None"),
+    ("latency", {"models": [{**LAT, "latency_ms_p50": float("nan"), "latency_ms_p90": 1.0}]},
+     r"models\[0\].latency_ms_p50: expected a positive number"),
+    ("latency", {"models": [{**LAT, "model_kind": None, "latency_ms_p50": 1.0,
+                             "latency_ms_p90": 1.0}]},
      r"models\[0\].model_kind: expected a name, got None"),
-    ([{"variant": "arabic-asl-90kpts-framed", "quant": "ptq", "model_kind": "signbart",
-       "latency_ms_p50": 1.0, "latency_ms_p90": 1.0}],
-     r"lat.json: times arabic-asl-90kpts-framed ptq signbart, which no row of these inputs is"),
+    ("latency", {"models": [{**LAT, "variant": "arabic-asl-90kpts-framed",
+                             "latency_ms_p50": 1.0, "latency_ms_p90": 1.0}]},
+     r"side.json: times arabic-asl-90kpts-framed ptq signbart, which no row of these inputs is"),
+    ("latency", {"figures": []}, r"side.json: not a latency file \(a JSON object with a 'models'"),
+    ("published", {"source": SOURCE, "figures": [{"quant": "fp16", "top1": 0.9}]},
+     r"side.json: figures\[0\].quant: expected one of fp32"),
+    ("published", {"source": SOURCE, "figures": [{"quant": "ptq", "top1": [0.96, 0.94]}]},
+     r"figures\[0\].top1: expected a number or a \[low, high\] pair, 0 < low <= high <= 1"),
+    ("published", {"source": SOURCE, "figures": [{"quant": "ptq", "top1": 94}]},
+     r"figures\[0\].top1: .* got 94"),
+    ("published", {"source": SOURCE, "figures": [{"quant": "ptq", "top1": 0.9,
+                                                  "speedup": float("nan")}]},
+     r"figures\[0\].speedup"),
+    ("published", {"source": SOURCE, "figures": [{"quant": "ptq", "top1": 0.9, "latency": 1}]},
+     r"figures\[0\]: unknown field 'latency'"),
+    ("published", {"source": SOURCE, "figures": [{"quant": "ptq", "top1": 0.9,
+                                                  "variant": "arabic-asl-90kpts-framed"}]},
+     r"figures\[0\] \(arabic-asl-90kpts-framed ptq\) is beside no SignBART arm of these"),
+    ("published", {"source": " ", "figures": []}, r"side.json: source: say whose figures"),
 ])
-def test_a_bad_or_foreign_latency_file_is_one_sentence_and_writes_nothing(tmp_path, models,
-                                                                          message):
+def test_a_bad_or_foreign_side_file_is_one_sentence_and_writes_nothing(tmp_path, option, content,
+                                                                       message):
+    """--latency and --published files: a wrong field is named, and no report is begun."""
     rows = sweep(tmp_path)
-    idle = _latency_file(tmp_path / "lat.json", models)
+    side = tmp_path / "side.json"
+    side.write_text(json.dumps(content))
     with pytest.raises(UserError, match=message):
-        build([rows], tmp_path / "rep", latency=str(idle))
+        build([rows], tmp_path / "rep", **{option: str(side)})
     assert not (tmp_path / "rep").exists()
-    with pytest.raises(UserError, match="no such latency file"):
-        build([rows], tmp_path / "rep", latency=str(tmp_path / "none.json"))
+    with pytest.raises(UserError, match=r"none.json: no such (latency file|file of published)"):
+        build([rows], tmp_path / "rep", **{option: str(tmp_path / "none.json")})
