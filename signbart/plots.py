@@ -23,7 +23,7 @@ from matplotlib.ticker import ScalarFormatter
 from matplotlib.transforms import Bbox
 from PIL import Image
 
-from signbart.summary import ALL, GRID_ROWS, Summary, signer_grid, worst_cells
+from signbart.summary import ALL, GRID_ROWS, Summary, by_rule, signer_grid, worst_cells
 
 
 @dataclasses.dataclass
@@ -238,6 +238,35 @@ def plot_frontier(arms: pd.DataFrame, colours: dict, verdict: str) -> bytes:
     return _png(fig)
 
 
+FRONTIER_MAX = 12  # more arms than this crowd a cost plane: they are ranked in rows instead
+
+
+def plot_ranked(arms: pd.DataFrame, colours: dict, verdict: str) -> bytes:
+    """The frontier of many arms as rows, in the rule's order: each row names the arm's cost,
+    its marker is the held-out top-1 with its t-interval; hollow: dominated, star: verdict."""
+    d = by_rule(arms)
+    fig = _figure(10, 0.26 * len(d) + 1.4)
+    ax = fig.subplots()
+    for y, r in enumerate(d.itertuples()):
+        err = [[r.mean_top1 - r.mean_ci_low], [r.mean_ci_high - r.mean_top1]]
+        c = colours[r.model]
+        ax.errorbar(r.mean_top1 * 100, y, xerr=np.nan_to_num(np.array(err) * 100), capsize=2,
+                    color=c, lw=1, fmt="*" if r.model == verdict else "o",
+                    ms=11 if r.model == verdict else 5, mfc="white" if r.dominated else c)
+    ax.set_yticks(range(len(d)), [
+        f"{m}  ·  inner {100 * i:.1f} %  ·  {mb:.2f} MB  ·  {ms:.2f} ms"
+        for m, i, mb, ms in zip(d.model, d.inner_val_accuracy, d.size_mb, d.latency_ms_p50)],
+        fontsize=7)
+    for t in ax.get_yticklabels():
+        t.set_fontweight("bold" if t.get_text().split("  ·  ")[0] == verdict else "normal")
+    ax.invert_yaxis()
+    ax.set(xlabel="held-out top-1 (%): mean over signers, 95 % t-interval",
+           title="Arms that ship a .tflite, in the verdict rule's order (inner-validation "
+                 "accuracy, then size, then latency p50)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
 def draw(s: Summary) -> list[Picture]:
     """Every PNG of the report: the signer grid, charts, the frontier, then each arm's
     confusion matrix summed over hold-outs and seeds."""
@@ -268,11 +297,16 @@ def draw(s: Summary) -> list[Picture]:
         out.append(Picture("accuracy_vs_size.png", "Held-out top-1 vs model size, every model "
                            "at its true size", plot_size(sized, colours), "charts"))
     front = arms[arms.complete & (arms.role == "candidate")]
-    if not front.empty:
+    verdict = s.verdict.get("model") or ""
+    if 0 < len(front) <= FRONTIER_MAX:
         out.append(Picture("frontier.png", "Accuracy–cost frontier of the arms the verdict "
                            "chose among; hollow: dominated; star: the verdict",
-                           plot_frontier(front, colours, s.verdict.get("model") or ""),
-                           "frontier"))
+                           plot_frontier(front, colours, verdict), "frontier"))
+    elif len(front):
+        out.append(Picture("frontier.png", f"The {len(front)} arms the verdict chose among, "
+                           "ranked by its rule, each row naming its inner-validation accuracy, "
+                           "size and latency; hollow: dominated; star: the verdict",
+                           plot_ranked(front, colours, verdict), "frontier"))
     for c in s.confusion[s.confusion.holdout == ALL].itertuples():
         title = f"{c.model} — all holdouts"
         sums = (f"sums {c.n_clips} test predictions: {c.n_holdouts} hold-out"

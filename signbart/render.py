@@ -101,6 +101,12 @@ def verdict_lines(s: Summary) -> list[str]:
            f"Rule: {v['rule']}",
            f"Its mean inner-validation accuracy is {_pct(v['inner_val_accuracy'])} %"
            + (f" (tied with {', '.join(tied)})." if tied else "."),
+           *([f"Its variant's inner-validation lead over each of the {v['inner_margins']} "
+              f"other variants: {100 * v['inner_margin_min']:+.1f} to "
+              f"{100 * v['inner_margin_max']:+.1f} points, paired by hold-out; "
+              f"{v['inner_margins_distinguishable']} of those {CONFIDENCE:.0%} t-intervals over "
+              "the hold-outs exclude 0 (Inner validation by variant)."]
+             if v.get("inner_margins") else []),
            f"Held-out top-1: {_pct(v['mean'])} % {_ci(*v['mean_ci'])} over {v['n_signers']} "
            f"signers and {seeds}{spread}; worst signer {v['worst_signer']}: {_pct(v['worst'])} "
            "%.",
@@ -302,6 +308,19 @@ def _first_sections(s: Summary) -> list[Section]:
             "cells are left out, never counted as zero. Also in signers.csv.",
             "signers.csv", pictures="grid", table_id="signer-grid"))
     out += [_models(s), _paired_section(s)]
+    if not s.margins.empty:
+        m = s.margins
+        out.append(Section("Inner validation by variant", pd.DataFrame({
+            "variant": m.variant, "versus": m.versus, "hold-outs": m.n_holdouts,
+            "Δ inner-val points": [f"{100 * d:+.2f}" for d in m.delta_mean],
+            f"{CONFIDENCE:.0%} CI": [_ci(lo, hi) for lo, hi in zip(m.ci_low, m.ci_high)],
+            "t-test p": m.t_p.map(lambda x: "–" if pd.isna(x) else f"{x:.3g}"),
+            "≠ 0": m.distinguishable.map({True: "yes", False: "no"})}),
+            "The verdict's variant against every other on the figure that chose it: inner-"
+            "validation accuracy of the FP32 model, paired by hold-out (each fold's inner signers "
+            "are the same for every variant), seeds averaged first, with the t-interval over the "
+            "hold-outs. One interval per other variant, not corrected for their number.",
+            "inner_margins.csv"))
     return out + ([_published_section(s)] if not s.published.empty else [])
 
 

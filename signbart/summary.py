@@ -89,6 +89,8 @@ class Summary:
     verdict: dict              # verdict.json: the model to ship by VERDICT_RULE, or why none
     handedness: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     # per left-handed signer: the shipped model on unmirrored clips (signbart.handedness)
+    margins: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    # per other variant: the verdict's variant's inner-validation lead over it (inner_margins)
     published: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
     # per SignBART arm: its figures beside another work's published ones (beside_published)
     published_source: str = ""  # whose figures those are, and on what protocol
@@ -115,6 +117,7 @@ class Summary:
                "duplicates": self.duplicates, "provenance": self.provenance}
         out.update({k: v for k, v in (("ablation", self.ablation), ("search", self.search),
                                       ("inner", self.inner), ("handedness", self.handedness),
+                                      ("inner_margins", self.margins),
                                       ("published", self.published))
                     if not v.empty})
         return out
@@ -622,10 +625,18 @@ def choose(arms: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     c = arms[arms.complete & (arms.role == "candidate") & arms.inner_val_accuracy.notna()]
     if c.empty:
         return "", c
-    tied = c[c.inner_val_accuracy >= c.inner_val_accuracy.max() - TIE - 1e-12]
-    pick = tied.assign(_neg=-tied.inner_val_accuracy).sort_values(
-        ["size_mb", "latency_ms_p50", "_neg", "model"], na_position="last", kind="stable")
-    return str(pick.model.iloc[0]), c
+    return str(by_rule(c).model.iloc[0]), c
+
+
+def by_rule(c: pd.DataFrame) -> pd.DataFrame:
+    """Candidates in VERDICT_RULE's order: those tied with the best inner-validation accuracy
+    first (smallest, fastest, higher inner accuracy, first label), then the others by inner
+    accuracy and the same keys."""
+    inner = c.inner_val_accuracy
+    tied = inner >= inner.max() - TIE - 1e-12
+    return c.assign(_untied=~tied, _rest=np.where(tied, 0.0, -inner), _neg=-inner).sort_values(
+        ["_untied", "_rest", "size_mb", "latency_ms_p50", "_neg", "model"], na_position="last",
+        kind="stable").drop(columns=["_untied", "_rest", "_neg"])
 
 
 def _f(x) -> float | None:
@@ -646,6 +657,21 @@ def _int8_cost(paired: pd.DataFrame, arm: pd.Series, model: str) -> pd.Series | 
         if len(pick):
             return pick.iloc[0]
     return None
+
+
+def inner_margins(inner: pd.DataFrame, variant: str | None) -> pd.DataFrame:
+    """How surely inner validation, which chose, prefers the verdict's variant: its inner
+    accuracy minus each other variant's, paired by hold-out (the same inner signers, drawn by
+    hold-out and seed; seeds averaged first), with its t-interval over the hold-outs."""
+    if inner.empty or not variant or inner.variant.nunique() < 2:
+        return pd.DataFrame()
+    by = inner[inner.augment_setting == ""].pivot_table(
+        index="holdout", columns="variant", values="inner_val_accuracy", aggfunc="mean")
+    out = []
+    for other in sorted(set(by.columns) - {variant}, key=natural):
+        d = (by[variant] - by[other]).dropna()
+        out.append({"variant": variant, "versus": other, **paired_test(d.to_numpy())})
+    return pd.DataFrame(out).rename(columns={"n_signers": "n_holdouts"})
 
 
 def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
@@ -793,6 +819,15 @@ def summarize(df: pd.DataFrame, audit: Audit | None = None,
                 inner=_inner(ok), provenance=_provenance(raw, rows, audit),
                 signers=_signers(per, arms), paired=paired,
                 verdict=_verdict(arms, per, paired, model, candidates))
+    variant = arms.set_index("model").variant.get(model) if model else None
+    margins = inner_margins(s.inner, variant)
+    s = dataclasses.replace(s, margins=margins)
+    if not margins.empty:
+        s.verdict.update({
+            "inner_margin_min": _f(margins.delta_mean.min()),
+            "inner_margin_max": _f(margins.delta_mean.max()),
+            "inner_margins_distinguishable": int(margins.distinguishable.sum()),
+            "inner_margins": len(margins)})
     if published:
         s = dataclasses.replace(s, published=beside_published(arms, published[1]),
                                 published_source=published[0])

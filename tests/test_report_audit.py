@@ -11,10 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from report_rows import ARMS, write_sweep
+from report_rows import ARMS, VARIANTS, write_sweep
 from scipy import stats
 
-from signbart import cli, report
+from signbart import cli, plots, report, summary
 from signbart.errors import UserError
 
 SIGNERS = ["u1", "u2", "u3"]
@@ -158,6 +158,43 @@ def test_verdict_ships_the_smallest_tied_complete_arm_by_inner_validation(two_se
     assert v["baseline"] == "anchored fp32 base" and v["worst_signer"] == "u1"
     seeds = s.rows[s.rows.model == v["model"]].groupby("seed").top1.mean()
     assert v["seed_std"] == pytest.approx(np.std(seeds, ddof=1))
+
+
+def test_the_verdict_says_how_surely_inner_validation_prefers_its_variant(two_seeds, tmp_path):
+    s = report.read([str(two_seeds / "nested"), str(two_seeds / "extra")])
+    m = s.margins.set_index("versus")
+    # light trails anchored by 0.003 on every hold-out; the extra variant has one hold-out
+    assert list(m.index) == ["arabic-asl-65kpts-framed", "arabic-asl-65kpts-framed-light"]
+    assert set(m.variant) == {"arabic-asl-65kpts-framed-anchored"}
+    light = m.loc["arabic-asl-65kpts-framed-light"]
+    assert (light.n_holdouts, light.delta_mean, light.distinguishable) == (3, pytest.approx(0.003),
+                                                                            True)
+    extra = m.loc["arabic-asl-65kpts-framed"]
+    assert extra.n_holdouts == 1 and extra.delta_mean == pytest.approx(-0.15)
+    assert not extra.distinguishable  # one hold-out: no interval
+    v = s.verdict
+    assert (v["inner_margins"], v["inner_margins_distinguishable"]) == (2, 1)
+    assert v["inner_margin_min"] == pytest.approx(-0.15)
+    md = Path(build([two_seeds / "nested", two_seeds / "extra"], tmp_path / "rep").markdown)
+    assert ("- Its variant's inner-validation lead over each of the 2 other variants: -15.0 to "
+            "+0.3 points, paired by hold-out; 1 of those 95% t-intervals") in md.read_text()
+    assert len(pd.read_csv(tmp_path / "rep" / "inner_margins.csv")) == 2
+    one = report.read([str(sweep(tmp_path, "one"))])  # one variant: nothing to compare
+    assert one.margins.empty and "inner_margins" not in one.verdict
+
+
+def test_a_crowded_frontier_is_ranked_in_rows_by_the_verdicts_rule(tmp_path):
+    three = write_sweep(tmp_path, "three", SIGNERS, variants=VARIANTS + (
+        "arabic-asl-65kpts-framed",), confusions=False)
+    s = report.read([str(three)])
+    front = s.arms[s.arms.complete & (s.arms.role == "candidate")]
+    assert len(front) == 15 > plots.FRONTIER_MAX
+    order = list(summary.by_rule(front).model)
+    assert order[0] == s.verdict["model"]
+    assert set(order[:len(s.verdict["tied"])]) == set(s.verdict["tied"])
+    [frontier] = [p for p in plots.draw(s) if p.path == "frontier.png"]
+    assert frontier.title.startswith("The 15 arms the verdict chose among, ranked by its rule")
+    assert frontier.png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_dominance_never_contradicts_the_verdict(two_seeds):
