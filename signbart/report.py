@@ -230,8 +230,8 @@ class ReportPaths:
 def rebuild_command(out_dir: str, names: list[str], formats=FORMATS,
                     latency: bool = False, published: bool = False) -> str:
     """The one command that rebuilds a report from the rows (latencies, published figures) it
-    copied beside itself. It never carries ``--handedness``: that table also needs the sweep's .tflite
-    files, which the rows only name, so a copy of the report cannot promise it."""
+    copied beside itself. It never carries ``--handedness``: that table also needs the sweep's
+    .tflite files, which the rows only name, so a copy of the report cannot promise it."""
     fmt = "" if tuple(formats) == FORMATS else f" --format {','.join(formats)}"
     rows = " ".join(join(out_dir, ROWS, n) for n in names)
     idle = f" --latency {join(out_dir, LATENCY)}" if latency else ""
@@ -451,7 +451,8 @@ def build_report(inputs: list[str], out_dir: str, formats=FORMATS,
     _remove(out_dir, sorted(set(previous) - set(written)))
     write_json(join(out_dir, MANIFEST), {
         "format": 1, "inputs": list(inputs), "sweeps": _identity(loaded), "rebuild": command,
-        "handedness": handedness, "latency": latency, "published": published, "files": sorted(written + [MANIFEST])})
+        "handedness": handedness, "latency": latency, "published": published,
+        "files": sorted(written + [MANIFEST])})
     log.info("report: wrote %s (%d files; %d stale files of the previous report removed)",
              out_dir, len(written), len(set(previous) - set(written)))
     return paths

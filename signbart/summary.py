@@ -628,12 +628,17 @@ def choose(arms: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     return str(by_rule(c).model.iloc[0]), c
 
 
+def _tied(inner: pd.Series) -> pd.Series:
+    """Which inner-validation accuracies VERDICT_RULE counts as tied with the best."""
+    return inner >= inner.max() - TIE - 1e-12
+
+
 def by_rule(c: pd.DataFrame) -> pd.DataFrame:
     """Candidates in VERDICT_RULE's order: those tied with the best inner-validation accuracy
     first (smallest, fastest, higher inner accuracy, first label), then the others by inner
     accuracy and the same keys."""
     inner = c.inner_val_accuracy
-    tied = inner >= inner.max() - TIE - 1e-12
+    tied = _tied(inner)
     return c.assign(_untied=~tied, _rest=np.where(tied, 0.0, -inner), _neg=-inner).sort_values(
         ["_untied", "_rest", "size_mb", "latency_ms_p50", "_neg", "model"], na_position="last",
         kind="stable").drop(columns=["_untied", "_rest", "_neg"])
@@ -709,8 +714,7 @@ def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
         "int8_vs_fp32_distinguishable": None if i8 is None else bool(i8.distinguishable),
         "size_mb": _f(a.size_mb), "latency_ms": _f(a.latency_ms_p50),
         "latency_source": str(a.latency_source),
-        "tied": [m for m, x in zip(candidates.model, candidates.inner_val_accuracy)
-                 if x >= candidates.inner_val_accuracy.max() - TIE - 1e-12]})
+        "tied": list(candidates.model[_tied(candidates.inner_val_accuracy)])})
     return out
 
 
