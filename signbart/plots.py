@@ -257,8 +257,8 @@ def plot_ranked(arms: pd.DataFrame, colours: dict, verdict: str) -> bytes:
         f"{m}  ·  inner {100 * i:.1f} %  ·  {mb:.2f} MB  ·  {ms:.2f} ms"
         for m, i, mb, ms in zip(d.model, d.inner_val_accuracy, d.size_mb, d.latency_ms_p50)],
         fontsize=7)
-    for t in ax.get_yticklabels():
-        t.set_fontweight("bold" if t.get_text().split("  ·  ")[0] == verdict else "normal")
+    for tick, model in zip(ax.get_yticklabels(), d.model):
+        tick.set_fontweight("bold" if model == verdict else "normal")
     ax.invert_yaxis()
     ax.set(xlabel="held-out top-1 (%): mean over signers, 95 % t-interval",
            title="Arms that ship a .tflite, in the verdict rule's order (inner-validation "

@@ -319,12 +319,12 @@ def read_published(path: str) -> tuple[str, pd.DataFrame]:
 def _check_published(path: str, figures: pd.DataFrame, s: Summary) -> None:
     """Every published figure must sit beside at least one arm, or it was meant for other
     inputs."""
-    for i, f in enumerate(figures.itertuples(index=False)):
-        if not ((s.published.quant == f.quant)
-                & ((s.published.variant == f.variant) if f.variant else True)).any():
-            of = f"{f.variant} {f.quant}" if f.variant else f.quant
-            raise UserError(f"{path}: figures[{i}] ({of}) is beside no SignBART arm of these "
-                            "inputs: figures of another sweep?")
+    unused = sorted(set(range(len(figures))) - set(s.published.figure))
+    if unused:
+        f = figures.iloc[unused[0]]
+        of = f"{f.variant} {f.quant}" if f.variant else f.quant
+        raise UserError(f"{path}: figures[{unused[0]}] ({of}) is beside no SignBART arm of "
+                        "these inputs: figures of another sweep?")
 
 
 def _check_latency(path: str, idle: pd.DataFrame, s: Summary) -> None:

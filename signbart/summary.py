@@ -680,7 +680,7 @@ def inner_margins(inner: pd.DataFrame, variant: str | None) -> pd.DataFrame:
 
 
 def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
-             model: str, candidates: pd.DataFrame) -> dict:
+             model: str, candidates: pd.DataFrame, margins: pd.DataFrame) -> dict:
     out = {"model": model or None, "rule": VERDICT_RULE, "ci_method": CI_METHOD,
            "candidates": [{"model": m, "inner_val_accuracy": _f(x)}
                           for m, x in zip(candidates.model, candidates.inner_val_accuracy)]}
@@ -715,6 +715,12 @@ def _verdict(arms: pd.DataFrame, per: pd.DataFrame, paired: pd.DataFrame,
         "size_mb": _f(a.size_mb), "latency_ms": _f(a.latency_ms_p50),
         "latency_source": str(a.latency_source),
         "tied": list(candidates.model[_tied(candidates.inner_val_accuracy)])})
+    if not margins.empty:
+        out.update({
+            "inner_margin_min": _f(margins.delta_mean.min()),
+            "inner_margin_max": _f(margins.delta_mean.max()),
+            "inner_margins_distinguishable": int(margins.distinguishable.sum()),
+            "inner_margins": len(margins)})
     return out
 
 
@@ -763,17 +769,17 @@ def _against(lo: float, hi: float, low: float, high: float, full: bool) -> str:
 
 def beside_published(arms: pd.DataFrame, figures: pd.DataFrame) -> pd.DataFrame:
     """Each SignBART arm beside the published figure for its quant mode (and variant, when the
-    figure names one). Speed-up is the arm's latency over its variant's FP32 one, as published
+    figure names one; ``figure`` is its index in the file). Speed-up is the arm's latency over its variant's FP32 one, as published
     speed-ups are; ``against`` places the arm's interval over signers below, overlapping or
     above the published top-1 range, so a reader sees whether the claim holds here."""
     mine = arms[(arms.model_kind == "signbart") & (arms.augment_setting == "")]
     fp32 = mine[mine.quant == "fp32"].set_index("variant").latency_ms_p50
     out = []
-    for f in figures.itertuples(index=False):
+    for i, f in enumerate(figures.itertuples(index=False)):
         hit = mine[(mine.quant == f.quant) & ((mine.variant == f.variant) if f.variant else True)]
         for a in hit.itertuples(index=False):
             out.append({
-                "model": a.model, "variant": a.variant, "quant": a.quant,
+                "figure": i, "model": a.model, "variant": a.variant, "quant": a.quant,
                 "coverage": a.coverage, "mean_top1": a.mean_top1, "mean_ci_low": a.mean_ci_low,
                 "mean_ci_high": a.mean_ci_high, "worst_signer": a.worst_signer,
                 "worst_top1": a.worst_top1,
@@ -785,7 +791,7 @@ def beside_published(arms: pd.DataFrame, figures: pd.DataFrame) -> pd.DataFrame:
                 "latency_source": a.latency_source,
                 "published_speedup_low": f.speedup_low, "published_speedup_high": f.speedup_high})
     return pd.DataFrame(out, columns=[
-        "model", "variant", "quant", "coverage", "mean_top1", "mean_ci_low", "mean_ci_high",
+        "figure", "model", "variant", "quant", "coverage", "mean_top1", "mean_ci_low", "mean_ci_high",
         "worst_signer", "worst_top1", "published_top1_low", "published_top1_high", "against",
         "size_mb", "published_size_mb", "speedup", "latency_source", "published_speedup_low",
         "published_speedup_high"])
@@ -814,27 +820,20 @@ def summarize(df: pd.DataFrame, audit: Audit | None = None,
     summary = summary.merge(arms[["model", "mean_ci_low", "mean_ci_high"]].rename(
         columns={"mean_ci_low": "top1_ci_low", "mean_ci_high": "top1_ci_high"}), on="model")
     model, candidates = choose(arms)
+    inner = _inner(ok)
+    margins = inner_margins(inner, arms.set_index("model").variant.get(model) if model else None)
     paired = _paired_tests(ok, arms, model)
     gloss = _glosses(rows)
     s = Summary(rows=rows, audit=audit, arms=arms, summary=summary,
                 per_holdout=_per_holdout(rows, ok), per_class=_per_class(ok, gloss),
                 confusion=_confusion(ok, gloss), failures=_failures(rows),
                 duplicates=duplicates, ablation=_ablation(ok), search=_search(rows),
-                inner=_inner(ok), provenance=_provenance(raw, rows, audit),
+                inner=inner, provenance=_provenance(raw, rows, audit),
                 signers=_signers(per, arms), paired=paired,
-                verdict=_verdict(arms, per, paired, model, candidates))
-    variant = arms.set_index("model").variant.get(model) if model else None
-    margins = inner_margins(s.inner, variant)
-    s = dataclasses.replace(s, margins=margins)
-    if not margins.empty:
-        s.verdict.update({
-            "inner_margin_min": _f(margins.delta_mean.min()),
-            "inner_margin_max": _f(margins.delta_mean.max()),
-            "inner_margins_distinguishable": int(margins.distinguishable.sum()),
-            "inner_margins": len(margins)})
-    if published:
-        s = dataclasses.replace(s, published=beside_published(arms, published[1]),
-                                published_source=published[0])
+                verdict=_verdict(arms, per, paired, model, candidates, margins),
+                margins=margins,
+                published=beside_published(arms, published[1]) if published else pd.DataFrame(),
+                published_source=published[0] if published else "")
     for what, table in (("failed", s.failures), ("missing", audit.missing),
                         ("rejected", audit.rejected), ("duplicate rows of", s.duplicates)):
         if len(table):
