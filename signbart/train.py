@@ -31,9 +31,10 @@ log = logging.getLogger(__name__)
 class TrainResult:
     model: object
     params: int
-    epochs_run: int
+    epochs_run: int                        # the kept model's training epochs
     best_epoch: int
     train_seconds: float
+    inner_epochs: int | None = None         # the inner run's (early stopping may end it sooner)
     train_data: Prepared | None = None     # what the kept model was fit on (QAT, export reuse it)
     val_data: Prepared | None = None       # the inner-validation signers
     inner_train_data: Prepared | None = None   # the inner run's training signers
@@ -51,19 +52,19 @@ def make_dataset(prep: Prepared, batch_size: int, seed: int, augment=None,
                  shuffle: bool = True) -> tf.data.Dataset:
     """Batched ``({keypoints, attention_mask}, label)``; order and augmentation follow ``seed``.
 
-    Preprocessing is done once up front (``prepare``); only augmentation runs per epoch, as
-    graph ops in parallel map calls.
+    Preprocessing is done once up front (``prepare``); only augmentation runs per epoch, on
+    whole batches (``signbart.augment``), keyed by one random seed per batch.
     """
     ds = tf.data.Dataset.from_tensor_slices((prep.x, prep.mask, prep.y))
     if shuffle:
         ds = ds.shuffle(len(prep), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
     if augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda item, r: (*augment(item[0], item[1], tf.stack([r, tf.constant(0, tf.int64)])),
-                             item[2]),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).map(as_model_inputs).prefetch(tf.data.AUTOTUNE)
+                             item[2]))
+    return ds.map(as_model_inputs).prefetch(tf.data.AUTOTUNE)
 
 
 def sparse_ce(label_smoothing: float, num_labels: int):
@@ -248,7 +249,8 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     dataset.unseal()
     return TrainResult(model=final.model, params=count_params(final.model),
                        epochs_run=final.epochs_run, best_epoch=inner.best_epoch,
-                       train_seconds=seconds, train_data=final_prep, val_data=val_prep,
+                       train_seconds=seconds, inner_epochs=inner.epochs_run,
+                       train_data=final_prep, val_data=val_prep,
                        inner_train_data=train_prep, inner_val_logits=inner_logits,
                        inner_val_accuracy=inner.best_score if has_val else None,
                        inner_model=inner.model if final is not inner else None)
