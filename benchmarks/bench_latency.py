@@ -31,9 +31,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import parser, write
 
+from signbart.cells import natural
 from signbart.extract import extract_video, find_videos, make_holistic
 from signbart.report import audit, load
-from signbart.summary import natural
 from signbart.tflite import Runner, latency
 
 ARM = ["variant", "quant", "model_kind"]

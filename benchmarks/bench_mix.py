@@ -30,7 +30,7 @@ from signbart import baseline, ensemble
 from signbart.config import ExperimentConfig
 from signbart.data import open_dataset
 from signbart.preprocess import prepare
-from signbart.summary import t_interval
+from signbart.signerstats import t_interval
 from signbart.tflite import Runner
 from signbart.train import concat
 

@@ -35,7 +35,7 @@ from signbart.data import open_dataset
 from signbart.model import build_model
 from signbart.preprocess import Selection, prepare
 from signbart.quantize import to_tflite
-from signbart.sweep import load_spec
+from signbart.sweepspec import load_spec
 from signbart.synth import synthesize
 from signbart.tfkeras import keras, seed_everything, tf
 from signbart.train import fold_augment, make_dataset, sparse_ce

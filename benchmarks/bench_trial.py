@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser, write
+from common import parser, worktree, write
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mlr511-90"
@@ -117,12 +117,17 @@ def rusage_cpu() -> float:
                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
-def experiment(data: str, holdout: str, epochs: int | None):
-    from signbart.sweep import fold_experiment, load_spec
+def experiment(data: str, holdout: str, epochs: int | None, settings: dict):
+    from signbart.sweep import fold_experiment
+    try:
+        from signbart.sweepspec import load_spec
+    except ImportError:   # a tree from before sweep.py was split (8d14099 and older)
+        from signbart.sweep import load_spec
 
     spec = load_spec(Path.cwd() / SPEC, data=data)
-    overrides = {"settings": {"train.epochs": epochs}} if epochs else {}
-    return fold_experiment(spec, holdout, spec.seeds[0], VARIANT, **overrides)
+    settings = {**settings, **({"train.epochs": epochs} if epochs else {})}
+    return fold_experiment(spec, holdout, spec.seeds[0], VARIANT,
+                           **({"settings": settings} if settings else {}))
 
 
 def _plain_rows(rows: list[dict]) -> list[dict]:
@@ -132,7 +137,7 @@ def _plain_rows(rows: list[dict]) -> list[dict]:
     return [{k: r.get(k) for k in keep} for r in rows]
 
 
-def child(data: str, holdout: str, epochs: int | None, ray_too: bool) -> dict:
+def child(data: str, holdout: str, epochs: int | None, settings: dict, ray_too: bool) -> dict:
     """One trial in this process, stage by stage; with ``ray_too`` also once through Ray."""
     import signbart
 
@@ -141,7 +146,7 @@ def child(data: str, holdout: str, epochs: int | None, ray_too: bool) -> dict:
     profile.install()
     from signbart.trial import run_trial
 
-    exp = experiment(data, holdout, epochs)
+    exp = experiment(data, holdout, epochs, settings)
     setup = {"cpu_s": rusage_cpu() - c0, "wall_s": time.perf_counter() - w0, "calls": 1}
     with tempfile.TemporaryDirectory() as tmp:
         c1, w1 = rusage_cpu(), time.perf_counter()
@@ -177,33 +182,20 @@ def _through_ray(exp, out: Path) -> dict:
             "worker_cpu_s": worker_cpu}
 
 
-def run_tree(code: Path, args) -> dict:
+def run_tree(code: Path, args, settings: dict) -> dict:
     """``child`` in a fresh interpreter with ``code`` first on the path; its whole CPU time."""
     env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "3"}
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         cmd = [sys.executable, __file__, "--child", f.name, "--holdout", args.holdout,
-               "--data", args.data]
+               "--data", args.data, "--settings", json.dumps(settings)]
         cmd += ["--epochs", str(args.epochs)] if args.epochs else []
         cmd += ["--ray"] if args.ray and code == ROOT else []
         c0 = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2])
         subprocess.run(cmd, env=env, cwd=code, check=True, stdout=subprocess.DEVNULL)
         result = json.loads(Path(f.name).read_text())
+        result["settings"] = settings
         result["process_cpu_s"] = sum(resource.getrusage(resource.RUSAGE_CHILDREN)[:2]) - c0
         return result
-
-
-@contextlib.contextmanager
-def worktree(commit: str):
-    """``commit`` checked out beside this repository, removed afterwards."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(path),
-                        commit], check=True)
-        try:
-            yield path
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)],
-                           check=True)
 
 
 def main():
@@ -213,16 +205,23 @@ def main():
     p.add_argument("--holdout", default="user04")
     p.add_argument("--epochs", type=int, help="train.epochs instead of the spec's")
     p.add_argument("--ray", action="store_true", help="also time the after trial through Ray")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted experiment setting for both trees (train.early_stopping=6)")
+    p.add_argument("--after-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a dotted setting for the after tree only (one lever alone)")
     p.add_argument("--child", help=argparse_hidden())
+    p.add_argument("--settings", default="{}", help=argparse_hidden())
     args = p.parse_args()
     if args.child:
-        Path(args.child).write_text(json.dumps(child(args.data, args.holdout, args.epochs, args.ray)))
+        Path(args.child).write_text(json.dumps(child(args.data, args.holdout, args.epochs,
+                                                     json.loads(args.settings), args.ray)))
         return
     if not Path(args.data).is_dir():
         sys.exit(f"{args.data} is absent: this benchmark needs the MLR511 keypoints")
+    both = settings(args.set)
     with worktree(args.before) as before_tree:
-        before = run_tree(before_tree, args)
-    after = run_tree(ROOT, args)
+        before = run_tree(before_tree, args, both)
+    after = run_tree(ROOT, args, {**both, **settings(args.after_set)})
     same = before.pop("rows") == after.pop("rows")
     figures = {"trial": after["trial"], "spec": str(SPEC),
                "data": args.data, "epochs": after["epochs"],
@@ -238,6 +237,19 @@ def main():
                                    "cpu_s": r["worker_cpu_s"] + r["driver_cpu_s"]
                                    - after["cpu_s"]}
     write(args.out, figures)
+
+
+def settings(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` pairs as dotted settings, each value read as YAML (6, true, [0.8, 1.2])."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            sys.exit(f"--set {pair!r}: expected KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def argparse_hidden():

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import subprocess
+import tempfile
+from pathlib import Path
 
 from signbart.storage import write_text
 
@@ -24,3 +28,18 @@ def write(out: str, figures: dict) -> None:
     text = json.dumps(figures, indent=1)
     print(text)
     write_text(out, text)
+
+
+@contextlib.contextmanager
+def worktree(commit: str):
+    """``commit`` checked out beside this repository in a temporary folder, removed after."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", "-q", str(path),
+                        commit], check=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(path)],
+                           check=True)

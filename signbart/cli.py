@@ -77,7 +77,8 @@ def cmd_train(a) -> int:
     if (a.ablation or a.storage) and not a.spec:
         raise UserError("train: --ablation and --storage only go with --spec")
     if a.spec:
-        from signbart.sweep import fold_experiment, load_spec
+        from signbart.sweep import fold_experiment
+        from signbart.sweepspec import load_spec
 
         spec = load_spec(a.spec, data=a.data)
         variant = load_variant(a.config).name if a.config else None

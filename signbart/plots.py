@@ -23,7 +23,10 @@ from matplotlib.ticker import ScalarFormatter
 from matplotlib.transforms import Bbox
 from PIL import Image
 
-from signbart.summary import ALL, GRID_ROWS, Summary, by_rule, signer_grid, worst_cells
+from signbart.cells import ALL, GRID_ROWS
+from signbart.signerstats import signer_grid, worst_cells
+from signbart.summary import Summary
+from signbart.verdict import by_rule
 
 
 @dataclasses.dataclass

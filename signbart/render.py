@@ -15,9 +15,11 @@ import re
 
 import pandas as pd
 
+from signbart.cells import GRID_ROWS, METRICS
 from signbart.plots import Picture, slug
 from signbart.results import CELL_KEYS
-from signbart.summary import CONFIDENCE, GRID_ROWS, METRICS, Summary, signer_grid
+from signbart.signerstats import CONFIDENCE, signer_grid
+from signbart.summary import Summary
 
 
 @dataclasses.dataclass

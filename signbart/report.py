@@ -19,9 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from signbart.cells import Audit, natural
 from signbart.config import QUANT_MODES
 from signbart.errors import UserError
 from signbart.plots import draw
+from signbart.published import IDLE_KEYS, PUBLISHED_KEYS
 from signbart.render import confusion_files, render_html, render_markdown
 from signbart.results import CELL_KEYS, read_rows
 from signbart.storage import (
@@ -36,15 +38,8 @@ from signbart.storage import (
     write_json,
     write_text,
 )
-from signbart.summary import (
-    IDLE_KEYS,
-    PUBLISHED_KEYS,
-    Audit,
-    Summary,
-    confusion_long,
-    natural,
-    summarize,
-)
+from signbart.summary import Summary, summarize
+from signbart.tables import confusion_long
 
 log = logging.getLogger(__name__)
 

@@ -48,6 +48,7 @@ SCHEMA = pa.schema([
     ("train_seconds", pa.float64()),
     ("epochs_run", pa.int64()),        # FP32 training epochs (on every row of the trial)
     ("best_epoch", pa.int64()),        # chosen on inner-validation signers, never the holdout
+    ("inner_epochs", pa.int64()),      # the inner run's epochs (early stopping may end it)
     ("inner_val_accuracy", pa.float64()),  # the inner run's best score on its inner signers
     ("qat_epochs", pa.int64()),        # QAT fine-tuning epochs (qat rows only)
     ("model_path", pa.string()),

@@ -75,6 +75,7 @@ def train_fp32(cfg: ExperimentConfig, dataset, fold, out: Path, report=None) -> 
     flops = evaluate.count_flops(result.model, cfg.train.max_frames)
     fields = dict(params=result.params, flops=flops, train_seconds=result.train_seconds,
                   epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+                  inner_epochs=result.inner_epochs,
                   inner_val_accuracy=result.inner_val_accuracy, fp32_model_path=str(path))
     card = dict(variant=cfg.variant, labels=tuple(dataset.labels),
                 glosses=tuple(dataset.glosses), layout=dataset.layout.to_dict(),
@@ -392,11 +393,10 @@ PRICE_QAT_EPOCHS = 2
 
 
 def price(cfg: ExperimentConfig, out_dir) -> dict:
-    """CPU-seconds of ``cfg``'s trial, from a short real run of it: ``PRICE_EPOCHS`` epochs
-    (and the refit and QAT epochs that follow), every export, evaluation and fit its rows
-    need, clocked per training phase. The full trial then costs the short one plus its extra
-    epochs at the steady per-epoch cost of their phase (an upper bound: the refit runs the
-    inner run's best epoch count, early stopping may end sooner)."""
+    """A short real run of ``cfg``'s trial: ``PRICE_EPOCHS`` epochs (and the refit and QAT
+    epochs that follow), every export, evaluation and fit its rows need. Its CPU-seconds,
+    how many epochs each training phase ran, and what one more epoch of each costs: the
+    pricer (``pricing.trial_cpu``) adds the epochs it expects a full trial to train."""
     import statistics
     import time
     from dataclasses import replace
@@ -414,16 +414,13 @@ def price(cfg: ExperimentConfig, out_dir) -> dict:
     c0, w0 = time.process_time(), time.perf_counter()
     run_trial(short, out_dir, report=clock)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    full = {"inner": cfg.train.epochs, "refit": cfg.train.epochs, "qat": cfg.qat.epochs}
-    extra = 0.0
-    epoch_s = {}
-    for phase in full:
+    epoch_s, ran = {}, {}
+    for phase in ("inner", "refit", "qat"):
         times = [t for p, t in ticks if p == phase]
+        ran[phase] = len(times)
         if len(times) > 1:   # the first epoch carries the tracing: steady ones only
             epoch_s[phase] = statistics.median(b - a for a, b in zip(times, times[1:]))
         elif times:          # a one-epoch refit: its epochs cost about the inner run's
             epoch_s[phase] = epoch_s.get("inner", 0.0)
-        if times:
-            extra += max(0, full[phase] - len(times)) * epoch_s[phase]
-    return {"cpu_s": cpu + extra, "short_cpu_s": cpu, "short_wall_s": wall,
+    return {"short_cpu_s": cpu, "short_wall_s": wall, "short_epochs": ran,
             "epoch_cpu_s": epoch_s}

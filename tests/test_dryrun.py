@@ -15,7 +15,11 @@ from conftest import shared_path
 
 from signbart.cli import main
 from signbart.errors import ConfigError
-from signbart.sweep import GATE_CPU_HOURS, Grid, estimate, load_spec, run_sweep
+from signbart.pricing import GATE_CPU_HOURS, estimate, record_epochs, trial_cpu
+from signbart.results import make_row, write_rows
+from signbart.storage import rows_uri
+from signbart.sweep import run_sweep
+from signbart.sweepspec import Grid, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
@@ -71,18 +75,50 @@ def test_dry_run_prices_each_variant_quietly_and_writes_nothing(tmp_path, synth_
     summary = run_sweep(spec, storage=str(store), dry_run=True)
     e = summary.estimate
     prices = e["prices"]
-    assert sorted(json.loads(c.read_text())["cpu_s"] for c in cached) == sorted(
-        p["cpu_s"] for p in prices.values())
+    assert sorted(json.loads(c.read_text())["short_cpu_s"] for c in cached) == sorted(
+        p["short_cpu_s"] for p in prices.values())
     assert set(prices) == {"tiny65", "tiny42"} and not store.exists()
     for price in prices.values():
         assert price["cpu_s"] > price["short_cpu_s"] > 0       # the full trial costs more
         assert {"inner", "refit", "qat"} <= set(price["epoch_cpu_s"])
+        assert price["epochs"] == {"inner": 6, "refit": 6, "qat": 3}   # nothing finished yet
+        assert "upper bound" in price["epochs_source"]
     assert e["cpu_hours"] == pytest.approx(2 * sum(p["cpu_s"] for p in prices.values()) / 3600)
     # two at a time, each as long as its short run's wall/CPU ratio says (a loaded machine
     # stretches it)
     walls = [p["cpu_s"] * p["short_wall_s"] / p["short_cpu_s"] for p in prices.values()]
     assert e["concurrency"] == 2
     assert e["wall_hours"] == pytest.approx(2 * sum(walls) / 2 / 3600)
+
+
+def test_a_price_counts_the_epochs_finished_trials_trained(tmp_path, synth_dataset,
+                                                          two_variants, monkeypatch):
+    """Early stopping makes a trial's epochs unknown beforehand: the price takes them from
+    the sweep's own finished trials, else from the last run of the same experiment here."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    spec = load_spec(_spec(tmp_path / "s.yaml", synth_dataset, two_variants[:1],
+                           holdouts=["user01", "user02", "user03"]))
+    grid = Grid.of(spec)
+    exps = grid.experiments(spec)
+    store = str(tmp_path / "store" / "t")
+    for exp, (inner, refit, qat) in zip(exps[:2], [(5, 3, 2), (3, 1, 3)]):
+        rows = [make_row(trial_id=exp.name, variant=exp.variant.name, quant=q, inner_epochs=inner,
+                         epochs_run=refit, qat_epochs=qat if q == "qat" else None)
+                for q in exp.quant]
+        write_rows(rows + [make_row(trial_id=exp.name, quant="fp32", model_kind="baseline")],
+                   rows_uri(store, exp.name))
+    e = estimate(spec, grid, store, measure=False)
+    [price] = e["prices"].values()
+    assert price["epochs"] == {"inner": 4.0, "refit": 2.0, "qat": 2.5}
+    assert price["epochs_source"] == "the mean of this sweep's 2 finished trial(s)"
+    assert e["trials"] == [exps[2].name]
+    assert e["cpu_hours"] * 3600 == pytest.approx(trial_cpu(price, price["epochs"]))
+    record_epochs(exps, store)                 # what a sweep leaves for the next one here
+    again = estimate(spec, grid, str(tmp_path / "elsewhere" / "t"), measure=False)
+    [price] = again["prices"].values()
+    assert price["epochs"] == {"inner": 4.0, "refit": 2.0, "qat": 2.5}
+    assert price["epochs_source"] == "the mean of 2 trial(s) of its last run here"
+    assert again["cpu_hours"] == pytest.approx(3 * e["cpu_hours"])
 
 
 def test_a_sweep_priced_beyond_the_machine_asks_for_yes(tmp_path, synth_dataset, two_variants,

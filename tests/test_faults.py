@@ -33,7 +33,7 @@ from signbart.errors import DatasetError
 from signbart.extract import extract_video, make_holistic
 from signbart.outlock import OutputLock
 from signbart.results import write_rows
-from signbart.sweep import Grid, load_spec, sweep_hash
+from signbart.sweepspec import Grid, load_spec, sweep_hash
 
 PY = sys.executable
 

@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 from signbart import report
+from signbart.cells import ALL
 from signbart.errors import UserError
 from signbart.results import write_rows
-from signbart.summary import ALL, t_interval
+from signbart.signerstats import t_interval
 
 SETTING = "reference"  # the ablation arm of sweep s1 (augmentation ON); s2 is "none"
 ARMS = {"s1": SETTING, "s2": "none"}  # the ablation arm each sweep's rows carry

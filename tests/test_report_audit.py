@@ -14,7 +14,7 @@ import pytest
 from report_rows import ARMS, VARIANTS, write_sweep
 from scipy import stats
 
-from signbart import cli, plots, report, summary
+from signbart import cli, plots, report, verdict
 from signbart.errors import UserError
 
 SIGNERS = ["u1", "u2", "u3"]
@@ -189,7 +189,7 @@ def test_a_crowded_frontier_is_ranked_in_rows_by_the_verdicts_rule(tmp_path):
     s = report.read([str(three)])
     front = s.arms[s.arms.complete & (s.arms.role == "candidate")]
     assert len(front) == 15 > plots.FRONTIER_MAX
-    order = list(summary.by_rule(front).model)
+    order = list(verdict.by_rule(front).model)
     assert order[0] == s.verdict["model"]
     assert set(order[:len(s.verdict["tied"])]) == set(s.verdict["tied"])
     [frontier] = [p for p in plots.draw(s) if p.path == "frontier.png"]

@@ -21,7 +21,8 @@ from signbart.data import Dataset
 from signbart.errors import ConfigError
 from signbart.results import read_rows
 from signbart.search import SearchSpec, choose, search_trial
-from signbart.sweep import Grid, load_spec, run_sweep
+from signbart.sweep import run_sweep
+from signbart.sweepspec import Grid, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"d_model": 16, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,

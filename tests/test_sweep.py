@@ -23,7 +23,8 @@ import yaml
 from signbart.config import trial_id
 from signbart.errors import ConfigError, DatasetError
 from signbart.results import read_rows
-from signbart.sweep import Grid, load_spec, run_sweep, sweep_hash
+from signbart.sweep import run_sweep
+from signbart.sweepspec import Grid, load_spec, sweep_hash
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -119,9 +120,9 @@ def test_grid_names_paths_smoke_and_ablation(tmp_path, synth_dataset, variants, 
 
 def test_refit_and_ensemble_rows_are_counted_as_cells(tmp_path, synth_dataset, variants):
     """A refit trial's keep-best row and the ensemble's rows are cells the summary expects."""
-    from signbart import sweep
     from signbart.results import write_rows
     from signbart.storage import rows_uri
+    from signbart.sweepsummary import summarize_run
 
     spec = load_spec(write_spec(tmp_path / "s.yaml", **spec_fields(
         synth_dataset, [variants["tiny"]], holdouts=["user01"], seeds=[1],
@@ -134,7 +135,7 @@ def test_refit_and_ensemble_rows_are_counted_as_cells(tmp_path, synth_dataset, v
     write_rows([{"sweep": "t", "trial_id": "user01-s1-tiny", "holdout": "user01", "seed": 1,
                  "variant": "tiny", "quant": q, "model_kind": k, "top1": 0.5} for k, q in kinds],
                rows_uri(str(tmp_path / "t"), "user01-s1-tiny"))
-    summary = sweep._summarize(spec, grid, str(tmp_path / "t"), 0)
+    summary = summarize_run(spec, grid, str(tmp_path / "t"), 0)
     assert (summary.cells, summary.cells_ok, summary.cells_missing, summary.exit_code) == \
         (6, 6, 0, 0)
     assert "(+2 ensemble cells) (+1 keep-best cells) (+1 baseline rows)" in summary.grid
@@ -447,7 +448,7 @@ def test_train_runs_one_cell_of_a_spec_as_the_sweep_resolves_it(tmp_path, synth_
 def test_driver_never_imports_tensorflow(synth_dataset, variants, tmp_path):
     """Validating a spec and building its grid (all the driver does) stays TF-free."""
     spec = write_spec(tmp_path / "s.yaml", **spec_fields(synth_dataset, [variants["tiny"]]))
-    code = ("import sys; from signbart.sweep import Grid, load_spec; "
+    code = ("import sys; import signbart.sweep; from signbart.sweepspec import Grid, load_spec; "
             f"Grid.of(load_spec({str(spec)!r})); print('tensorflow' in sys.modules)")
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True,
                          timeout=120).stdout.split()

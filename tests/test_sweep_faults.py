@@ -30,7 +30,7 @@ from signbart.config import config_hash, to_dict, trial_id
 from signbart.errors import UserError
 from signbart.outlock import S3Lease
 from signbart.results import git_sha, write_rows
-from signbart.sweep import Grid, load_spec, sweep_hash
+from signbart.sweepspec import Grid, load_spec, sweep_hash
 from signbart.trial import expected_rows
 
 variants = test_sweep.variants   # the tiny variant's fixture

@@ -82,6 +82,25 @@ def test_short_training_beats_chance_on_an_unseen_signer(synth_dataset, tmp_path
     assert any((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
+def test_early_stopping_ends_the_inner_run_and_the_refit_trains_its_best_epoch(synth_dataset,
+                                                                              tmp_path):
+    """Patience on inner-validation accuracy: the inner run stops once it has not risen for
+    that many epochs, and the refit trains the best epoch's count (never a held-out score)."""
+    ds = open_dataset(synth_dataset)
+    fold = ds.fold("user01", val_signers=1, seed=0)
+    cfg = from_dict(TrainConfig, {"epochs": 40, "lr": 3e-3, "batch_size": 8, "refit": True,
+                                  "schedule": "cosine", "warmup_epochs": 1,
+                                  "early_stopping": 3}, "t")
+    result = train(cfg, VARIANT, ds, fold, tmp_path, seed=0)
+    acc = pd.read_csv(tmp_path / "train_log.csv").val_accuracy.to_numpy()
+    assert result.inner_epochs == len(acc) < 40
+    assert acc[:-4].max() < acc[-4] >= acc[-3:].max()   # a rise, then 3 epochs without one
+    assert acc[result.best_epoch - 1] == acc.max()
+    assert result.epochs_run == max(result.best_epoch, 2)
+    assert len(pd.read_csv(tmp_path / "refit" / "train_log.csv")) == result.epochs_run
+
+
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     from signbart.train import learning_rate
 

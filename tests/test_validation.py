@@ -27,7 +27,7 @@ from signbart.config import (
 )
 from signbart.errors import ConfigError
 from signbart.search import SearchSpec
-from signbart.sweep import Grid, Resources, SweepSpec, load_spec
+from signbart.sweepspec import Grid, Resources, SweepSpec, load_spec
 
 VARIANT = REPO / "configs/arabic-asl-65kpts.yaml"
 DEFAULTS = [ModelConfig(), AugmentConfig(), TrainConfig(), QATConfig(), FramingConfig(),

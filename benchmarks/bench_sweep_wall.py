@@ -1,0 +1,161 @@
+"""The whole published sweep, before and after, alone on the machine: wall, CPU, accuracy.
+
+    .venv/bin/python benchmarks/bench_sweep_wall.py --side before   # today's main, ~75 min
+    .venv/bin/python benchmarks/bench_sweep_wall.py --side after    # this tree, then --dry-run
+
+Each side runs ``signbart sweep sweeps/mlr511-nested.yaml`` (27 trials, embedded Ray, 2 at a
+time) in a fresh interpreter with its own code first on ``PYTHONPATH``: "before" is the commit
+``--before``, "after" the commit ``--after`` (default HEAD), each checked out in a git
+worktree, so each side reads its own spec and code. One side a call, so the two can
+run one after the other in one session with nothing else on the cores; the second call adds
+its side to the same JSON file, and once both are there the paired accuracy change is computed.
+
+- ``wall_s``: the sweep command, Ray start-up to its last row.
+- ``cpu_s``: busy CPU-seconds of the whole machine over that time (``/proc/stat``), which is
+  what a cloud bill counts; ``trial_cpu_s`` the trials' own (each worker's process time).
+- ``paired``: the after-minus-before held-out top-1 of the before side's verdict arm, seeds
+  averaged within each signer, then a Student t-interval over the signers.
+- ``dry_run_first``: ``--dry-run`` on an empty price cache before the after sweep (no trial
+  of the spec has run here: every epoch allowed is priced); ``dry_run``: the same after it,
+  when the epochs its trials trained are known (``pricing.expected_epochs``); ``error`` is
+  each against the after side's measured wall.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import parser, worktree, write
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = "sweeps/mlr511-nested.yaml"
+DATA = ROOT.parent / "shared" / "data" / "mlr511-90"
+BEFORE = "8d14099"   # main at the start of round 4
+
+
+def busy_seconds() -> float:
+    """CPU-seconds the whole machine has spent busy since boot (``/proc/stat``'s cpu line)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]               # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def signbart(code: Path, *args: str, cache: str | None = None) -> tuple[float, float, str]:
+    """``signbart ARGS`` run from ``code``; its wall, the machine's busy CPU-s and its output."""
+    env = {**os.environ, "PYTHONPATH": str(code), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if cache:
+        env["XDG_CACHE_HOME"] = cache
+    cmd = [sys.executable, "-m", "signbart.cli", *args]
+    c0, w0 = busy_seconds(), time.perf_counter()
+    done = subprocess.run(cmd, env=env, cwd=code, text=True, capture_output=True)
+    wall, cpu = time.perf_counter() - w0, busy_seconds() - c0
+    if done.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return wall, cpu, done.stdout + done.stderr
+
+
+def sweep_side(code: Path, storage: Path, data: str, cache: str | None = None) -> dict:
+    load = os.getloadavg()
+    wall, cpu, _ = signbart(code, "sweep", SPEC, "--data", data, "--storage", str(storage),
+                            "--yes", cache=cache)
+    print(f"{code}: the sweep took {wall:.1f} s wall, {cpu:.1f} busy CPU-s", flush=True)
+    results = storage / "mlr511-nested" / "results"
+    attempts = [json.loads(p.read_text())[-1] for p in sorted(results.glob("*.node.json"))]
+    return {"code": str(code), "storage": str(storage), "wall_s": round(wall, 1),
+            "cpu_s": round(cpu, 1),
+            "trial_cpu_s": round(sum(a["cpu_seconds"] for a in attempts), 1),
+            "trial_wall_s": sorted(round(a["seconds"], 1) for a in attempts),
+            "trials": len(attempts), "load_average_before": load}
+
+
+def dry_run(code: Path, data: str, cache: str) -> dict:
+    """``--dry-run`` on empty storage with the price cache ``cache``: its wall-clock estimate,
+    where its epochs came from, and what pricing cost."""
+    with tempfile.TemporaryDirectory() as store:
+        wall, _, out = signbart(code, "sweep", SPEC, "--data", data, "--storage", store,
+                                "--dry-run", cache=cache)
+    hours = re.search(r"about ([0-9.]+) h wall-clock", out)
+    source = re.search(r"epochs: (.*)", out)
+    if hours is None or source is None:
+        raise SystemExit(f"--dry-run printed no estimate:\n{out}")
+    return {"wall_s": round(float(hours.group(1)) * 3600, 1), "epochs": source.group(1),
+            "pricing_wall_s": round(wall, 1)}
+
+
+def per_signer_top1(storage: str, arm: dict | None = None) -> tuple[dict, dict]:
+    """Held-out top-1 of ``arm`` (default: this sweep's verdict) per signer, seeds averaged."""
+    from signbart.report import read
+
+    s = read([str(Path(storage) / "mlr511-nested")])
+    arm = arm or {k: s.verdict[k] for k in ("variant", "quant", "model_kind")}
+    ok = s.rows[(s.rows.status == "ok")]
+    pick = ok[(ok.variant == arm["variant"]) & (ok.quant == arm["quant"])
+              & (ok.model_kind == arm["model_kind"])]
+    by_seed = pick.groupby(["holdout", "seed"]).top1.mean()
+    return by_seed.groupby("holdout").mean().to_dict(), arm
+
+
+def paired(before: str, after: str) -> dict:
+    from signbart.signerstats import t_interval
+
+    b, arm = per_signer_top1(before)
+    a, _ = per_signer_top1(after, arm)
+    if sorted(a) != sorted(b):
+        raise SystemExit(f"the two sides held out different signers: {sorted(b)} vs {sorted(a)}")
+    deltas = {h: a[h] - b[h] for h in sorted(b)}
+    mean, lo, hi = t_interval(list(deltas.values()))
+    return {"arm": arm, "mean_delta": mean, "ci": [lo, hi], "n_signers": len(deltas),
+            "by_signer": deltas, "before_mean": sum(b.values()) / len(b),
+            "after_mean": sum(a.values()) / len(a)}
+
+
+def main():
+    p = parser(__doc__, "sweep_wall")
+    p.add_argument("--side", choices=["before", "after"], required=True)
+    p.add_argument("--before", default=BEFORE, help="the commit the before side runs")
+    p.add_argument("--after", default="HEAD", help="the commit the after side runs (each side "
+                   "runs from its own worktree, so the tree here may change meanwhile)")
+    p.add_argument("--data", default=str(DATA), help="the MLR511 keypoint dataset")
+    p.add_argument("--storage", default="/tmp/bench-sweep-wall",
+                   help="where each side's sweep folder goes (SIDE/mlr511-nested)")
+    args = p.parse_args()
+    if not Path(args.data).is_dir():
+        sys.exit(f"{args.data} is absent: this benchmark needs the MLR511 keypoints")
+    out = Path(args.out)
+    figures = json.loads(out.read_text()) if out.exists() else {}
+    storage = Path(args.storage) / args.side
+    if storage.exists():
+        sys.exit(f"{storage} exists: a side runs on empty storage (remove it first)")
+    args.before, args.after = (subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", c], check=True, capture_output=True,
+        text=True).stdout.strip() for c in (args.before, args.after))
+    if args.side == "before":
+        with worktree(args.before) as tree:
+            figures["before"] = {"commit": args.before, **sweep_side(tree, storage, args.data)}
+    else:
+        with worktree(args.after) as tree, tempfile.TemporaryDirectory() as cache:
+            figures["dry_run_first"] = dry_run(tree, args.data, cache)
+            figures["after"] = {"commit": args.after, **sweep_side(tree, storage, args.data,
+                                                                    cache)}
+            figures["dry_run"] = dry_run(tree, args.data, cache)
+    figures = {"spec": SPEC, "data": args.data, **figures}
+    if "before" in figures and "after" in figures:
+        b, a = figures["before"], figures["after"]
+        figures["wall_ratio"] = a["wall_s"] / b["wall_s"]
+        figures["cpu_ratio"] = a["cpu_s"] / b["cpu_s"]
+        figures["paired"] = paired(b["storage"], a["storage"])
+        for key in ("dry_run_first", "dry_run"):
+            figures[key]["error"] = figures[key]["wall_s"] / a["wall_s"] - 1
+    write(str(out), figures)
+
+
+if __name__ == "__main__":
+    main()
