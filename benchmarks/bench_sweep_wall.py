@@ -15,10 +15,11 @@ its side to the same JSON file, and once both are there the paired accuracy chan
   what a cloud bill counts; ``trial_cpu_s`` the trials' own (each worker's process time).
 - ``paired``: the after-minus-before held-out top-1 of the before side's verdict arm, seeds
   averaged within each signer, then a Student t-interval over the signers.
-- ``dry_run_first``: ``--dry-run`` on an empty price cache before the after sweep (no trial
-  of the spec has run here: every epoch allowed is priced); ``dry_run``: the same after it,
-  when the epochs its trials trained are known (``pricing.expected_epochs``); ``error`` is
-  each against the after side's measured wall.
+- ``dry_run``: ``--dry-run`` of the after side's spec on empty storage once its sweep has
+  run (the short price run then measured on an idle machine, the epochs per trial those the
+  sweep's trials trained, ``pricing.expected_epochs``); ``dry_run_first``: the same price
+  with those epochs forgotten, as on a machine where no trial of the spec has run yet (every
+  epoch allowed is priced); ``error`` is each against the after side's measured wall.
 """
 
 from __future__ import annotations
@@ -142,10 +143,12 @@ def main():
             figures["before"] = {"commit": args.before, **sweep_side(tree, storage, args.data)}
     else:
         with worktree(args.after) as tree, tempfile.TemporaryDirectory() as cache:
-            figures["dry_run_first"] = dry_run(tree, args.data, cache)
             figures["after"] = {"commit": args.after, **sweep_side(tree, storage, args.data,
                                                                     cache)}
             figures["dry_run"] = dry_run(tree, args.data, cache)
+            for kept in Path(cache).glob("signbart/epochs-*.json"):
+                kept.unlink()   # as on a machine where no trial of the spec has run yet
+            figures["dry_run_first"] = dry_run(tree, args.data, cache)
     figures = {"spec": SPEC, "data": args.data, **figures}
     if "before" in figures and "after" in figures:
         b, a = figures["before"], figures["after"]

@@ -66,10 +66,13 @@ def _length(mask):
 
 
 def _spaced(length, n, frames):
-    """``linspace(0, length - 1, n)`` per sample, padded to ``frames`` columns: [B, T]."""
-    j = tf.cast(tf.range(frames), tf.float32)[None]
-    step = (tf.cast(length, tf.float32) - 1.0) / tf.cast(tf.maximum(n - 1, 1), tf.float32)
-    return j * step[:, None]
+    """``linspace(0, length - 1, n)`` per sample, padded to ``frames`` columns: [B, T]. As
+    ``tf.linspace`` does, the last of the ``n`` is exactly ``length - 1``."""
+    j = tf.range(frames)[None]
+    last = tf.cast(length, tf.float32)[:, None] - 1.0
+    step = last / tf.cast(tf.maximum(n - 1, 1), tf.float32)[:, None]
+    return tf.where((j == (n - 1)[:, None]) & (n > 1)[:, None], last,
+                    tf.cast(j, tf.float32) * step)
 
 
 def resample(x, positions, n):

@@ -175,7 +175,10 @@ def record_epochs(experiments: list[ExperimentConfig], path: str) -> None:
         files = [rows_uri(path, e.name) for e in exps if exists(rows_uri(path, e.name))]
         observed = _epochs_of(read_rows(files).to_pandas()) if files else None
         if observed:
-            write_json(cache_dir() / f"epochs-{_epochs_key(exps[0])}.json", observed)
+            try:
+                write_json(cache_dir() / f"epochs-{_epochs_key(exps[0])}.json", observed)
+            except OSError as err:   # a price hint is not worth failing a finished sweep for
+                log.warning("could not keep the epochs trained for the next price: %s", err)
 
 
 def estimate(spec: SweepSpec, grid: Grid, path: str, max_concurrent: int | None = None,

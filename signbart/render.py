@@ -12,6 +12,7 @@ import base64
 import dataclasses
 import html
 import re
+from pathlib import PurePosixPath
 
 import pandas as pd
 
@@ -454,10 +455,11 @@ def _title(s: Summary) -> str:
 
 def _rebuild(command: str, handedness: str | None, code: str = "") -> str:
     text = f"Rebuild this report from the rows beside it ({code}rows/{code}): {code}{command}{code}"
-    if handedness:
+    if handedness:   # named by its folder's name: a path of the machine that made it is no use
         text += (f"; the left-handed signers' table also needs the sweep's .tflite files (each "
-                 f"row's model_path) and unmirrored clips: add {code}--handedness "
-                 f"{handedness}{code}")
+                 f"row's model_path) and their clips extracted without mirroring: add "
+                 f"{code}--handedness DATASET{code} (this report's was a dataset named "
+                 f"{code}{PurePosixPath(handedness).name}{code})")
     return text
 
 

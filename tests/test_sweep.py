@@ -445,6 +445,16 @@ def test_train_runs_one_cell_of_a_spec_as_the_sweep_resolves_it(tmp_path, synth_
     assert json.loads(row["config"]) == exp.to_dict()     # the very experiment the sweep runs
 
 
+def test_only_the_run_imports_ray():
+    """The spec, its grid, its price and the end-of-run counts load without Ray: the Tune run
+    (signbart.sweep) is the one room that needs it."""
+    code = ("import sys; import signbart.sweepspec, signbart.pricing, signbart.sweepsummary; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True,
+                         timeout=120).stdout.split()
+    assert out[-1] == "False"
+
+
 def test_driver_never_imports_tensorflow(synth_dataset, variants, tmp_path):
     """Validating a spec and building its grid (all the driver does) stays TF-free."""
     spec = write_spec(tmp_path / "s.yaml", **spec_fields(synth_dataset, [variants["tiny"]]))
