@@ -91,11 +91,11 @@ def dry_run(code: Path, data: str, cache: str) -> dict:
             "pricing_wall_s": round(wall, 1)}
 
 
-def per_signer_top1(storage: str, arm: dict | None = None) -> tuple[dict, dict]:
+def per_signer_top1(sweep: str, arm: dict | None = None) -> tuple[dict, dict]:
     """Held-out top-1 of ``arm`` (default: this sweep's verdict) per signer, seeds averaged."""
     from signbart.report import read
 
-    s = read([str(Path(storage) / "mlr511-nested")])
+    s = read([sweep])
     arm = arm or {k: s.verdict[k] for k in ("variant", "quant", "model_kind")}
     ok = s.rows[(s.rows.status == "ok")]
     pick = ok[(ok.variant == arm["variant"]) & (ok.quant == arm["quant"])
@@ -105,6 +105,8 @@ def per_signer_top1(storage: str, arm: dict | None = None) -> tuple[dict, dict]:
 
 
 def paired(before: str, after: str) -> dict:
+    """The after-minus-before top-1 of the before's verdict arm, per signer, with its
+    t-interval over the signers."""
     from signbart.signerstats import t_interval
 
     b, arm = per_signer_top1(before)
@@ -125,6 +127,9 @@ def main():
     p.add_argument("--after", default="HEAD", help="the commit the after side runs (each side "
                    "runs from its own worktree, so the tree here may change meanwhile)")
     p.add_argument("--data", default=str(DATA), help="the MLR511 keypoint dataset")
+    p.add_argument("--before-rows", help="a sweep folder of the before code's rows to pair "
+                   "with (default: the before side's own), e.g. a published report's rows/ "
+                   "when the runs are deterministic")
     p.add_argument("--storage", default="/tmp/bench-sweep-wall",
                    help="where each side's sweep folder goes (SIDE/mlr511-nested)")
     args = p.parse_args()
@@ -150,13 +155,19 @@ def main():
                 kept.unlink()   # as on a machine where no trial of the spec has run yet
             figures["dry_run_first"] = dry_run(tree, args.data, cache)
     figures = {"spec": SPEC, "data": args.data, **figures}
+    if "after" in figures:
+        a = figures["after"]
+        for key in ("dry_run_first", "dry_run"):
+            figures[key]["error"] = figures[key]["wall_s"] / a["wall_s"] - 1
+        before_rows = args.before_rows or (str(Path(figures["before"]["storage"])
+                                               / "mlr511-nested") if "before" in figures else None)
+        if before_rows:
+            figures["paired"] = {"before_rows": before_rows,
+                                 **paired(before_rows, str(Path(a["storage"]) / "mlr511-nested"))}
     if "before" in figures and "after" in figures:
         b, a = figures["before"], figures["after"]
         figures["wall_ratio"] = a["wall_s"] / b["wall_s"]
         figures["cpu_ratio"] = a["cpu_s"] / b["cpu_s"]
-        figures["paired"] = paired(b["storage"], a["storage"])
-        for key in ("dry_run_first", "dry_run"):
-            figures[key]["error"] = figures[key]["wall_s"] / a["wall_s"] - 1
     write(str(out), figures)
 
 
