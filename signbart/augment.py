@@ -1,12 +1,9 @@
-"""Training-time augmentation of preprocessed samples, one batch at a time, as TF ops.
+"""Training-time augmentation of preprocessed samples, as TF ops inside ``tf.data.map``.
 
-A batch ``x`` [B, T, K, 2] with ``mask`` [B, T] goes through every transform at once, each
-sample with its own random draws, and a per-sample selection keeps the transformed or the
-original values: a handful of batched ops per step instead of a graph per sample (the
-per-sample map it replaces cost 22 % of training's CPU at one thread). All randomness is
-stateless and keyed by one seed per batch, so a run's augmentations repeat exactly for a given
-training seed. Missing points (x = y = 0) stay missing under every transform, and mirroring
-swaps left/right slots as well as flipping x.
+Runs per sample in parallel map calls, so no Python function sits on the input path. All
+randomness is stateless and keyed by a per-element seed, so a run's augmentations repeat
+exactly for a given training seed. Missing points (x = y = 0) stay missing under every
+transform, and mirroring swaps left/right slots as well as flipping x.
 """
 
 from __future__ import annotations
@@ -23,21 +20,8 @@ def _rand(seed, salt: int, shape=(), lo=0.0, hi=1.0):
     return tf.random.stateless_uniform(shape, seed=seed + [0, salt], minval=lo, maxval=hi)
 
 
-def _batch(x):
-    return tf.shape(x)[0]
-
-
-def _per_sample(flags, x):
-    """``flags`` [B] shaped to broadcast over ``x``'s trailing dimensions."""
-    return tf.reshape(flags, [-1] + [1] * (len(x.shape) - 1))
-
-
-def _where(flags, new, old):
-    return tf.where(_per_sample(flags, old), new, old)
-
-
 def _present(x):
-    return tf.reduce_any(tf.not_equal(x, 0.0), axis=-1, keepdims=True)       # [B, T, K, 1]
+    return tf.reduce_any(tf.not_equal(x, 0.0), axis=-1, keepdims=True)          # [T, K, 1]
 
 
 def _keep_missing(x_new, x_old):
@@ -45,8 +29,8 @@ def _keep_missing(x_new, x_old):
 
 
 def rotate(x, angle):
-    """Rotate every point about the box centre (0.5, 0.5) by ``angle`` [B] radians."""
-    c, s = _per_sample(tf.cos(angle), x[..., 0]), _per_sample(tf.sin(angle), x[..., 0])
+    """Rotate every point about the box centre (0.5, 0.5) by ``angle`` radians."""
+    c, s = tf.cos(angle), tf.sin(angle)
     d = x - 0.5
     rx = d[..., 0] * c - d[..., 1] * s
     ry = d[..., 0] * s + d[..., 1] * c
@@ -58,56 +42,47 @@ def mirror(x, permutation):
     flipped = tf.stack([1.0 - x[..., 0], x[..., 1]], -1)
     flipped = _keep_missing(flipped, x)
     inverse = np.argsort(permutation)        # slot j receives keypoint inverse[j]
-    return tf.gather(flipped, inverse, axis=-2)
+    return tf.gather(flipped, inverse, axis=1)
+
+
+def resample(x, mask, positions):
+    """Gather frames at ``positions`` (float, in the valid range) and re-pad to full length."""
+    max_frames = tf.shape(x)[0]
+    idx = tf.cast(tf.floor(positions), tf.int32)
+    n = tf.minimum(tf.shape(idx)[0], max_frames)
+    idx = idx[:n]
+    frames = tf.gather(x, idx)
+    pad = max_frames - n
+    x_new = tf.pad(frames, [[0, pad], [0, 0], [0, 0]])
+    m_new = tf.pad(tf.ones([n], mask.dtype), [[0, pad]])
+    return x_new, m_new
 
 
 def _length(mask):
-    return tf.cast(tf.reduce_sum(mask, axis=1), tf.int32)
-
-
-def _spaced(length, n, frames):
-    """``linspace(0, length - 1, n)`` per sample, padded to ``frames`` columns: [B, T]. As
-    ``tf.linspace`` does, the last of the ``n`` is exactly ``length - 1``."""
-    j = tf.range(frames)[None]
-    last = tf.cast(length, tf.float32)[:, None] - 1.0
-    step = last / tf.cast(tf.maximum(n - 1, 1), tf.float32)[:, None]
-    return tf.where((j == (n - 1)[:, None]) & (n > 1)[:, None], last,
-                    tf.cast(j, tf.float32) * step)
-
-
-def resample(x, positions, n):
-    """Per sample, gather frames at ``positions`` [B, T] (float, in the valid range) for the
-    first ``n`` [B] columns and pad the rest; the frames and which of them are real."""
-    frames = tf.shape(x)[1]
-    valid = tf.range(frames)[None] < tf.minimum(n, frames)[:, None]              # [B, T]
-    idx = tf.where(valid, tf.cast(tf.floor(positions), tf.int32), 0)
-    return tf.where(valid[:, :, None, None], tf.gather(x, idx, axis=1, batch_dims=1), 0.0), valid
+    return tf.cast(tf.reduce_sum(mask), tf.int32)
 
 
 def time_scale(x, mask, factor):
-    """Uniform speed change: ``factor`` [B] > 1 stretches the sign over more frames (capped)."""
-    length, frames = _length(mask), tf.shape(x)[1]
+    """Uniform speed change: ``factor`` > 1 stretches the sign over more frames (capped)."""
+    length = _length(mask)
+    max_frames = tf.shape(x)[0]
     new_len = tf.clip_by_value(tf.cast(tf.round(tf.cast(length, tf.float32) * factor), tf.int32),
-                               1, frames)
-    x_new, valid = resample(x, _spaced(length, new_len, frames), new_len)
-    return x_new, tf.cast(valid, mask.dtype)
+                               1, max_frames)
+    positions = tf.linspace(0.0, tf.cast(length - 1, tf.float32), new_len)
+    return resample(x, mask, positions)
 
 
 def clip_frames(x, mask, seed, keep_lo=0.7, keep_hi=0.95):
     """Drop frames: keep a fraction of them, evenly spaced or at random sorted positions."""
-    b, frames = _batch(x), tf.shape(x)[1]
     length = _length(mask)
     keep = tf.maximum(1, tf.cast(tf.round(tf.cast(length, tf.float32)
-                                          * _rand(seed, 11, [b], keep_lo, keep_hi)), tf.int32))
-    uniform = _spaced(length, keep, frames)
-    t = tf.range(frames)[None]
-    scores = tf.where(t < length[:, None], _rand(seed, 12, [b, frames]), 2.0)
-    rank = tf.argsort(tf.argsort(scores, axis=1), axis=1)        # 0 = the lowest score
-    picked = tf.sort(tf.where(rank < keep[:, None], t, frames + t), axis=1)
-    positions = tf.where(_rand(seed, 13, [b])[:, None] < 0.5, uniform,
-                         tf.cast(picked, tf.float32))
-    x_new, valid = resample(x, positions, keep)
-    return x_new, tf.cast(valid, mask.dtype)
+                                          * _rand(seed, 11, lo=keep_lo, hi=keep_hi)), tf.int32))
+    uniform = tf.linspace(0.0, tf.cast(length - 1, tf.float32), keep)
+    scores = _rand(seed, 12, shape=[tf.shape(x)[0]])
+    scores = tf.where(tf.range(tf.shape(x)[0]) < length, scores, 2.0)
+    random_pos = tf.cast(tf.sort(tf.math.top_k(-scores, k=keep).indices), tf.float32)
+    positions = tf.cond(_rand(seed, 13) < 0.5, lambda: uniform, lambda: random_pos)
+    return resample(x, mask, positions)
 
 
 def add_noise(x, seed, std):
@@ -117,29 +92,28 @@ def add_noise(x, seed, std):
 
 def drop_group(x, positions):
     """Zero a whole keypoint group (e.g. the non-dominant hand) in every frame."""
-    keep = np.ones(x.shape[-2], np.float32)
+    keep = np.ones(x.shape[1], np.float32)
     keep[list(positions)] = 0.0
-    return x * keep[:, None]
+    return x * keep[None, :, None]
 
 
 def paste_hand(x, mask, seed, positions, bank, noise=0.01):
     """Put a still hand from ``bank`` [M, n, 2] into the ``positions`` slots of every real frame
     where that hand is missing: a signer who keeps the non-dominant hand in view, simulated."""
-    b, frames = _batch(x), tf.shape(x)[1]
-    pick = tf.random.stateless_uniform([b], seed + [0, 51], 0, bank.shape[0], dtype=tf.int64)
-    shape = tf.gather(tf.constant(bank, tf.float32), pick)                     # [B, n, 2]
-    hand = shape[:, None] + tf.random.stateless_normal([b, frames, bank.shape[1], 2],
-                                                       seed + [0, 52], stddev=noise)
+    pick = tf.random.stateless_uniform([], seed + [0, 51], 0, bank.shape[0], dtype=tf.int64)
+    shape = tf.gather(tf.constant(bank, tf.float32), pick)                     # [n, 2]
+    hand = shape[None] + tf.random.stateless_normal([tf.shape(x)[0], bank.shape[1], 2],
+                                                    seed + [0, 52], stddev=noise)
     hand = tf.clip_by_value(hand, 1e-3, 1.0)
-    old = tf.gather(x, positions, axis=2)                                      # [B, T, n, 2]
-    fill = tf.logical_and(tf.logical_not(tf.reduce_any(_present(old), axis=2)),  # [B, T, 1]
-                          mask[:, :, None] > 0)
-    new = tf.where(fill[..., None], hand, old)
-    keep = np.ones(x.shape[-2], bool)
+    old = tf.gather(x, positions, axis=1)                                       # [T, n, 2]
+    fill = tf.logical_and(tf.logical_not(tf.reduce_any(_present(old), axis=1)),  # [T, 1]
+                          mask[:, None] > 0)
+    new = tf.where(fill[:, :, None], hand, old)
+    keep = np.ones(x.shape[1], bool)
     keep[list(positions)] = False
-    index = np.full(x.shape[-2], 0)
+    index = np.full(x.shape[1], 0)
     index[list(positions)] = np.arange(len(positions))
-    return tf.where(keep[:, None], x, tf.gather(new, index, axis=2))
+    return tf.where(keep[None, :, None], x, tf.gather(new, index, axis=1))
 
 
 def hand_bank(x: np.ndarray, positions, size: int = 256, seed: int = 0) -> np.ndarray:
@@ -155,27 +129,25 @@ def hand_bank(x: np.ndarray, positions, size: int = 256, seed: int = 0) -> np.nd
 def drop_frames(x, mask, seed, rate):
     """Zero single frames' keypoints (tracking lost for a frame), keeping the sequence length."""
     lost = _rand(seed, 31, shape=tf.shape(mask)) < rate
-    return tf.where(lost[:, :, None, None], 0.0, x)
+    return tf.where(lost[:, None, None], 0.0, x)
 
 
 def affine_groups(x, groups, seed, scale, shear, shift):
     """Per-group random scale/shear/shift about the group's box centre (0.5, 0.5)."""
     out = []
-    b = _batch(x)
     order = np.argsort(np.concatenate(groups))
     for g_i, g in enumerate(groups):
-        pts = tf.gather(x, g, axis=2) - 0.5
-        r = _rand(seed, 41 + g_i, shape=[b, 5], lo=-1.0, hi=1.0)
-        sx, sy = 1.0 + scale * r[:, 0], 1.0 + scale * r[:, 1]
-        matrix = tf.reshape(tf.stack([sx, shear * r[:, 2], shear * r[:, 3], sy], 1), [-1, 2, 2])
-        moved = (tf.einsum("btkc,bdc->btkd", pts, matrix) + 0.5
-                 + shift * r[:, 4, None, None, None])
-        out.append(_keep_missing(moved, tf.gather(x, g, axis=2)))
-    return tf.gather(tf.concat(out, axis=2), order, axis=2)
+        pts = tf.gather(x, g, axis=1) - 0.5
+        r = _rand(seed, 41 + g_i, shape=[5], lo=-1.0, hi=1.0)
+        sx, sy = 1.0 + scale * r[0], 1.0 + scale * r[1]
+        matrix = tf.reshape(tf.stack([sx, shear * r[2], shear * r[3], sy]), [2, 2])
+        moved = tf.einsum("tkc,dc->tkd", pts, matrix) + 0.5 + shift * r[4]
+        out.append(_keep_missing(moved, tf.gather(x, g, axis=1)))
+    return tf.gather(tf.concat(out, axis=1), order, axis=1)
 
 
 def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant, bank=None):
-    """A batched ``(x [B, T, K, 2], mask [B, T], seed [2]) -> (x, mask)`` for ``tf.data``.
+    """A ``(x, mask, seed) -> (x, mask)`` map function for ``tf.data``.
 
     ``groups``/``permutation`` come from ``preprocess.Selection``; ``non_dominant`` lists the
     positions of the left-hand slots (mirrored data puts the dominant hand on the right);
@@ -187,7 +159,7 @@ def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant, bank=Non
     groups = [np.asarray(g) for g in groups]
     reference = []
     if cfg.rotate_deg > 0:
-        reference.append(lambda x, m, s: (rotate(x, _rand(s, 1, [_batch(x)], -1.0, 1.0)
+        reference.append(lambda x, m, s: (rotate(x, _rand(s, 1, lo=-1.0, hi=1.0)
                                                  * math.radians(cfg.rotate_deg)), m))
     if cfg.noise_std > 0:
         reference.append(lambda x, m, s: (add_noise(x, s, cfg.noise_std), m))
@@ -195,36 +167,37 @@ def make_augment(cfg: AugmentConfig, groups, permutation, non_dominant, bank=Non
         reference.append(lambda x, m, s: clip_frames(x, m, s))
     if cfg.time_warp is not None:
         lo, hi = cfg.time_warp
-        reference.append(lambda x, m, s: time_scale(x, m, _rand(s, 2, [_batch(x)], lo, hi)))
+        reference.append(lambda x, m, s: time_scale(x, m, _rand(s, 2, lo=lo, hi=hi)))
     if cfg.flip:
         reference.append(lambda x, m, s: (mirror(x, permutation), m))
 
     def augment(x, mask, seed):
         seed = tf.cast(seed, tf.int64)
-        b = _batch(x)
         if reference and cfg.prob > 0:
-            n = len(reference)
-            chosen = _rand(seed, 100, shape=[b, n]) < 0.5       # a non-empty subset each
-            forced = tf.one_hot(tf.random.stateless_uniform([b], seed + [0, 101], 0, n,
-                                                            dtype=tf.int64), n) > 0
-            chosen = tf.where(tf.reduce_any(chosen, axis=1, keepdims=True), chosen, forced)
-            active = _rand(seed, 102, [b]) < cfg.prob
+            chosen = _rand(seed, 100, shape=[len(reference)]) < 0.5
+            forced = tf.one_hot(tf.random.stateless_uniform([], seed + [0, 101], 0, len(reference),
+                                                            dtype=tf.int64), len(reference)) > 0
+            chosen = tf.where(tf.reduce_any(chosen), chosen, forced)
+            active = _rand(seed, 102) < cfg.prob
             for i, fn in enumerate(reference):
-                on = active & chosen[:, i]
-                x_new, m_new = fn(x, mask, seed + [0, 1000 * (i + 1)])
-                x, mask = _where(on, x_new, x), _where(on, m_new, mask)
+                sub = seed + [0, 1000 * (i + 1)]
+                x, mask = tf.cond(active & chosen[i],
+                                  lambda fn=fn, sub=sub, x=x, mask=mask: fn(x, mask, sub),
+                                  lambda x=x, mask=mask: (x, mask))
         if cfg.speed is not None:
             lo, hi = cfg.speed
-            x, mask = time_scale(x, mask, _rand(seed, 200, [b], lo, hi))
+            x, mask = time_scale(x, mask, _rand(seed, 200, lo=lo, hi=hi))
         if cfg.affine_prob > 0:
-            x = _where(_rand(seed, 201, [b]) < cfg.affine_prob,
-                       affine_groups(x, groups, seed, cfg.affine_scale, cfg.affine_shear,
-                                     cfg.affine_shift), x)
+            x = tf.cond(_rand(seed, 201) < cfg.affine_prob,
+                        lambda: affine_groups(x, groups, seed, cfg.affine_scale, cfg.affine_shear,
+                                              cfg.affine_shift),
+                        lambda: x)
         if cfg.hand_drop > 0 and len(non_dominant):
-            x = _where(_rand(seed, 202, [b]) < cfg.hand_drop, drop_group(x, non_dominant), x)
+            x = tf.cond(_rand(seed, 202) < cfg.hand_drop, lambda: drop_group(x, non_dominant),
+                        lambda: x)
         if cfg.hand_paste > 0:
-            x = _where(_rand(seed, 203, [b]) < cfg.hand_paste,
-                       paste_hand(x, mask, seed, non_dominant, bank), x)
+            x = tf.cond(_rand(seed, 203) < cfg.hand_paste,
+                        lambda: paste_hand(x, mask, seed, non_dominant, bank), lambda: x)
         if cfg.frame_drop > 0:
             x = drop_frames(x, mask, seed, cfg.frame_drop)
         return x, mask

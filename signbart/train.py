@@ -52,19 +52,19 @@ def make_dataset(prep: Prepared, batch_size: int, seed: int, augment=None,
                  shuffle: bool = True) -> tf.data.Dataset:
     """Batched ``({keypoints, attention_mask}, label)``; order and augmentation follow ``seed``.
 
-    Preprocessing is done once up front (``prepare``); only augmentation runs per epoch, on
-    whole batches (``signbart.augment``), keyed by one random seed per batch.
+    Preprocessing is done once up front (``prepare``); only augmentation runs per epoch, as
+    graph ops in parallel map calls.
     """
     ds = tf.data.Dataset.from_tensor_slices((prep.x, prep.mask, prep.y))
     if shuffle:
         ds = ds.shuffle(len(prep), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
     if augment is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
             lambda item, r: (*augment(item[0], item[1], tf.stack([r, tf.constant(0, tf.int64)])),
-                             item[2]))
-    return ds.map(as_model_inputs).prefetch(tf.data.AUTOTUNE)
+                             item[2]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).map(as_model_inputs).prefetch(tf.data.AUTOTUNE)
 
 
 def sparse_ce(label_smoothing: float, num_labels: int):

@@ -380,7 +380,8 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
                 params=params, flops=flops, **fitted,
                 train_seconds=result.train_seconds + lin.seconds,
                 epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-                inner_val_accuracy=inner_acc, **_score(path, test, len(dataset.labels))))
+                inner_epochs=result.inner_epochs, inner_val_accuracy=inner_acc,
+                **_score(path, test, len(dataset.labels))))
         except Exception as err:
             log.debug("%s", traceback.format_exc())
             rows.append(_failed(cfg, fold, dataset, quant, err, model_kind="ensemble",

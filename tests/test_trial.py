@@ -91,7 +91,8 @@ def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     assert [m["epoch"] for m in reports if not m.get("refit")] == [1, 2, 3, 4]
     assert [m["epoch"] for m in reports if m.get("refit")] == list(range(1, max(best, 2) + 1))
     assert rows[0]["epochs_run"] == max(best, 2) and rows[0]["n_train"] == 90
-    assert rows[0]["inner_epochs"] == 4                  # no early stopping: every epoch
+    # no early stopping: the inner run trains every epoch (on every row SignBART is part of)
+    assert [r["inner_epochs"] for r in rows] == [4] * 5 + [None]
     ens = rows[2]
     assert 0.0 <= ens["ensemble_weight"] <= 1.0 and ens["params"] > rows[0]["params"]
     assert rows[3]["model_bytes"] < ens["model_bytes"]
