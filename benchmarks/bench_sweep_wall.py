@@ -91,33 +91,58 @@ def dry_run(code: Path, data: str, cache: str) -> dict:
             "pricing_wall_s": round(wall, 1)}
 
 
-def per_signer_top1(sweep: str, arm: dict | None = None) -> tuple[dict, dict]:
-    """Held-out top-1 of ``arm`` (default: this sweep's verdict) per signer, seeds averaged."""
+def cell_top1(sweep: str, arm: dict | None = None) -> tuple[dict, dict]:
+    """Held-out top-1 of ``arm`` (default: this sweep's verdict) per (signer, seed)."""
     from signbart.report import read
 
     s = read([sweep])
-    arm = arm or {k: s.verdict[k] for k in ("variant", "quant", "model_kind")}
+    if arm is None:
+        [row] = s.arms[s.arms.model == s.verdict["model"]].to_dict("records")
+        arm = {k: row[k] for k in ("variant", "quant", "model_kind")}
     ok = s.rows[(s.rows.status == "ok")]
     pick = ok[(ok.variant == arm["variant"]) & (ok.quant == arm["quant"])
               & (ok.model_kind == arm["model_kind"])]
-    by_seed = pick.groupby(["holdout", "seed"]).top1.mean()
-    return by_seed.groupby("holdout").mean().to_dict(), arm
+    return pick.groupby(["holdout", "seed"]).top1.mean().to_dict(), arm
 
 
 def paired(before: str, after: str) -> dict:
-    """The after-minus-before top-1 of the before's verdict arm, per signer, with its
-    t-interval over the signers."""
+    """The after-minus-before top-1 of the before's verdict arm over the (signer, seed) cells
+    both sides have, seeds averaged within each signer, with a t-interval over the signers."""
     from signbart.signerstats import t_interval
 
-    b, arm = per_signer_top1(before)
-    a, _ = per_signer_top1(after, arm)
-    if sorted(a) != sorted(b):
-        raise SystemExit(f"the two sides held out different signers: {sorted(b)} vs {sorted(a)}")
-    deltas = {h: a[h] - b[h] for h in sorted(b)}
-    mean, lo, hi = t_interval(list(deltas.values()))
+    b, arm = cell_top1(before)
+    a, _ = cell_top1(after, arm)
+    cells = sorted(set(a) & set(b))
+    signers = sorted({h for h, _ in cells})
+    deltas = {h: sum(a[c] - b[c] for c in cells if c[0] == h)
+              / sum(c[0] == h for c in cells) for h in signers}
+    mean, lo, hi = t_interval(list(deltas.values())) if len(deltas) > 1 else (
+        next(iter(deltas.values()), float("nan")), float("nan"), float("nan"))
     return {"arm": arm, "mean_delta": mean, "ci": [lo, hi], "n_signers": len(deltas),
-            "by_signer": deltas, "before_mean": sum(b.values()) / len(b),
-            "after_mean": sum(a.values()) / len(a)}
+            "n_cells": len(cells), "by_signer": deltas,
+            "before_mean": sum(b[c] for c in cells) / len(cells),
+            "after_mean": sum(a[c] for c in cells) / len(cells)}
+
+
+def trial_times(sweep: Path) -> dict[str, dict]:
+    """Each finished trial's wall and CPU seconds (its last attempt's ``node.json``)."""
+    out = {}
+    for p in sorted((sweep / "results").glob("*.node.json")):
+        last = json.loads(p.read_text())[-1]
+        if "seconds" in last and (sweep / "results" / f"{p.name[:-10]}.parquet").exists():
+            out[p.name[:-10]] = {"wall_s": round(last["seconds"], 1),
+                                 "cpu_s": round(last["cpu_seconds"], 1)}
+    return out
+
+
+def by_cell(before: Path, after: Path) -> dict:
+    """The trials both sides finished, side by side: what a sweep that was stopped early can
+    still say (each trial ran 2 at a time on the same machine in both)."""
+    b, a = trial_times(before), trial_times(after)
+    both = sorted(set(b) & set(a))
+    return {"trials": both, "before": {t: b[t] for t in both}, "after": {t: a[t] for t in both},
+            "wall_ratio": sum(a[t]["wall_s"] for t in both) / sum(b[t]["wall_s"] for t in both),
+            "cpu_ratio": sum(a[t]["cpu_s"] for t in both) / sum(b[t]["cpu_s"] for t in both)}
 
 
 def main():
@@ -130,6 +155,12 @@ def main():
     p.add_argument("--before-rows", help="a sweep folder of the before code's rows to pair "
                    "with (default: the before side's own), e.g. a published report's rows/ "
                    "when the runs are deterministic")
+    p.add_argument("--before-partial", help="a before sweep folder stopped before it finished: "
+                   "its finished trials are set beside the after side's, cell by cell")
+    p.add_argument("--after-partial", help="with --only-figures: an after sweep folder stopped "
+                   "before it finished, paired cell by cell")
+    p.add_argument("--only-figures", action="store_true",
+                   help="run nothing: recompute the derived figures of the JSON file")
     p.add_argument("--storage", default="/tmp/bench-sweep-wall",
                    help="where each side's sweep folder goes (SIDE/mlr511-nested)")
     args = p.parse_args()
@@ -138,12 +169,14 @@ def main():
     out = Path(args.out)
     figures = json.loads(out.read_text()) if out.exists() else {}
     storage = Path(args.storage) / args.side
-    if storage.exists():
+    if storage.exists() and not args.only_figures:
         sys.exit(f"{storage} exists: a side runs on empty storage (remove it first)")
     args.before, args.after = (subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", c], check=True, capture_output=True,
         text=True).stdout.strip() for c in (args.before, args.after))
-    if args.side == "before":
+    if args.only_figures:
+        pass
+    elif args.side == "before":
         with worktree(args.before) as tree:
             figures["before"] = {"commit": args.before, **sweep_side(tree, storage, args.data)}
     else:
@@ -164,6 +197,13 @@ def main():
         if before_rows:
             figures["paired"] = {"before_rows": before_rows,
                                  **paired(before_rows, str(Path(a["storage"]) / "mlr511-nested"))}
+    if args.before_partial and (args.after_partial or "after" in figures):
+        after = args.after_partial or str(Path(figures["after"]["storage"]) / "mlr511-nested")
+        figures["by_cell"] = {"before_sweep": args.before_partial, "after_sweep": after,
+                              **by_cell(Path(args.before_partial), Path(after))}
+        if args.after_partial and args.before_rows:
+            figures["paired"] = {"before_rows": args.before_rows,
+                                 **paired(args.before_rows, args.after_partial)}
     if "before" in figures and "after" in figures:
         b, a = figures["before"], figures["after"]
         figures["wall_ratio"] = a["wall_s"] / b["wall_s"]
