@@ -174,12 +174,10 @@ def main():
     args.before, args.after = (subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", c], check=True, capture_output=True,
         text=True).stdout.strip() for c in (args.before, args.after))
-    if args.only_figures:
-        pass
-    elif args.side == "before":
+    if args.side == "before" and not args.only_figures:
         with worktree(args.before) as tree:
             figures["before"] = {"commit": args.before, **sweep_side(tree, storage, args.data)}
-    else:
+    elif not args.only_figures:
         with worktree(args.after) as tree, tempfile.TemporaryDirectory() as cache:
             figures["after"] = {"commit": args.after, **sweep_side(tree, storage, args.data,
                                                                     cache)}

@@ -19,13 +19,10 @@ import socket
 import tempfile
 from pathlib import Path
 
-from signbart.config import (
-    ExperimentConfig,
-    config_hash,
-)
+from signbart.config import ExperimentConfig, config_hash
 from signbart.data import open_dataset
 from signbart.errors import ConfigError
-from signbart.results import read_rows
+from signbart.results import git_sha, read_rows
 from signbart.storage import (
     exists,
     join,
@@ -40,18 +37,12 @@ log = logging.getLogger(__name__)
 
 
 GATE_CPU_HOURS = 24.0   # a sweep priced above this asks for --yes before it starts
-
-
 # The gate's analytic fallback when no trial of the spec's variants has been priced on this
 # host: CPU-seconds per sample and epoch of training (measured on 2.6 GHz AVX-512 cores, one
 # thread, 65-79 keypoints), per sample of evaluation, and the fixed cost of a trial (exports,
 # evaluation, baseline, start-up). Rough by design: it only has to tell hours from days.
 ANALYTIC_TRAIN_S = 1 / 150
-
-
 ANALYTIC_EVAL_S = 1 / 450
-
-
 ANALYTIC_FIXED_S = 60.0
 
 
@@ -61,17 +52,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "signbart"
 
 
-def _price_key(exp: ExperimentConfig) -> str:
-    """What changes a trial's cost: its data (the manifest's size and time), everything in
-    its experiment but the hold-out, the code and the host."""
-    from signbart.results import git_sha
-
+def _manifest(exp: ExperimentConfig) -> list[int]:
+    """Which dataset a trial reads, as a key: its manifest's size and modification time."""
     manifest = Path(exp.data) / "manifest.parquet"
+    return [manifest.stat().st_size, manifest.stat().st_mtime_ns]
+
+
+def _price_key(exp: ExperimentConfig) -> str:
+    """What changes a trial's cost: its data, everything in its experiment but the hold-out,
+    the code and the host."""
     d = exp.to_dict()
     d.pop("holdout")
-    return config_hash({"experiment": d, "manifest": [manifest.stat().st_size,
-                                                      manifest.stat().st_mtime_ns],
-                        "code": git_sha(), "host": socket.gethostname()})
+    return config_hash({"experiment": d, "manifest": _manifest(exp), "code": git_sha(),
+                        "host": socket.gethostname()})
 
 
 def _cached_price(exp: ExperimentConfig) -> dict | None:
@@ -129,11 +122,9 @@ def trial_cpu(price: dict, epochs: dict[str, float]) -> float:
 def _epochs_key(exp: ExperimentConfig) -> str:
     """What decides how long a trial trains: its data and everything in its experiment but
     the hold-out, seed, threads and sweep name."""
-    manifest = Path(exp.data) / "manifest.parquet"
     d = {k: v for k, v in exp.to_dict().items()
          if k not in ("holdout", "seed", "threads", "sweep")}
-    return config_hash({"experiment": d, "manifest": [manifest.stat().st_size,
-                                                      manifest.stat().st_mtime_ns]})
+    return config_hash({"experiment": d, "manifest": _manifest(exp)})
 
 
 def _epochs_of(rows) -> dict[str, float] | None:
