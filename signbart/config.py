@@ -155,6 +155,8 @@ class ModelConfig:
     encoder_layerdrop: float = 0.4
     decoder_layerdrop: float = 0.4
     max_position_embeddings: int = 256
+    hand_slots: tuple[int, ...] = ()  # first input slot of each 21-point hand whose shape the
+                                      # model measures (``model.HandShape``); set from the variant
 
     LIMITS: typing.ClassVar[dict[str, str]] = {
         "num_keypoints": "[1, 10000]", "num_labels": "[2, 100000]", "d_model": "[1, 65536]",
@@ -170,6 +172,10 @@ class ModelConfig:
         for heads in (self.encoder_attention_heads, self.decoder_attention_heads):
             if self.d_model % heads:
                 raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({heads})")
+        bad = [s for s in self.hand_slots if not 0 <= s <= self.num_keypoints - HAND_POINTS]
+        if bad:
+            raise ValueError(f"hand_slots: a 21-point hand cannot start at slot {bad[0]} of "
+                             f"{self.num_keypoints}")
 
 
 @dataclass(frozen=True)
@@ -302,6 +308,7 @@ class VariantConfig:
     framing: FramingConfig | None = None   # None: the camera's own framing, as the reference
     anchors: bool = False                  # append body-anchored hand motion (preprocess)
     handedness: str = "as-extracted"       # or "auto": mirror left-dominant clips (preprocess)
+    hand_shape: bool = False               # the model measures each whole hand (model.HandShape)
 
     LIMITS: typing.ClassVar[dict[str, str]] = {"num_labels": ModelConfig.LIMITS["num_labels"]}
 
@@ -321,6 +328,11 @@ class VariantConfig:
             missing = [k for k in ANCHOR_SOURCES if k not in get_layout(self.layout).keys]
             if missing:
                 raise ValueError(f"anchors: layout {self.layout!r} has no {missing[0]!r}")
+        if self.hand_shape:
+            whole = [g for g in HANDS if self.keypoints.get(g) == "all"]
+            if not whole or any(g in self.keypoints and g not in whole for g in HANDS):
+                raise ValueError("hand_shape: needs every selected hand group as 'all' "
+                                 "(its 21 points in MediaPipe order), and at least one")
 
     def keys(self, layout: Layout) -> list[str]:
         """The selected keypoint keys (``group.name``), validated against ``layout``."""
@@ -360,9 +372,11 @@ class VariantConfig:
         return self.keys(layout) + (list(ANCHOR_KEYS) if self.anchors else [])
 
     def model_config(self, where: str | None = None) -> ModelConfig:
-        n = len(self.input_keys(get_layout(self.layout)))
-        return from_dict(ModelConfig, {**self.model, "num_keypoints": n,
-                                       "num_labels": self.num_labels},
+        keys = self.input_keys(get_layout(self.layout))
+        hands = [keys.index(f"{g}.wrist") for g in HANDS if g in self.keypoints] \
+            if self.hand_shape else []
+        return from_dict(ModelConfig, {**self.model, "num_keypoints": len(keys),
+                                       "num_labels": self.num_labels, "hand_slots": hands},
                          f"{where or self.name}: model")
 
 
@@ -372,6 +386,7 @@ SHOULDERS = ("pose.left_shoulder", "pose.right_shoulder")
 HANDEDNESS = ("as-extracted", "auto")
 MOUTH = ("pose.mouth_left", "pose.mouth_right")
 HANDS = ("left_hand", "right_hand")
+HAND_POINTS = 21  # a MediaPipe hand: wrist, then four points per finger, thumb to pinky
 # Per hand, relative to the shoulders (see ``preprocess.anchor_features``).
 ANCHOR_FEATURES = ("wrist", "index_finger_tip", "centroid", "tip_to_mouth", "velocity_1",
                    "velocity_2", "presence")

@@ -5,6 +5,7 @@ separately); the decoder state at each sequence's last real frame is classified.
 
 Inputs, right-padded in time:
     keypoints       float32 [batch, frames, num_keypoints, 2]   x, y
+(with ``hand_slots`` set, both streams also see each hand's measured shape, ``HandShape``)
     attention_mask  float32 [batch, frames]                     1 = real frame, 0 = padding
 Output:
     logits          float32 [batch, num_labels]
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 
-from signbart.config import ModelConfig
+from signbart.config import HAND_POINTS, ModelConfig
 from signbart.tfkeras import keras, tf
 
 _register = keras.saving.register_keras_serializable(package="signbart")
@@ -190,8 +191,69 @@ class LastValidFrame(keras.layers.Layer):
         return shape[:1].concatenate(shape[2:])
 
 
+FINGERS = tuple(tuple(range(1 + 4 * f, 5 + 4 * f)) for f in range(5))  # thumb .. pinky
+TIPS = tuple(f[-1] for f in FINGERS)
+PALM = (0, 5, 9, 13, 17)  # wrist and the four finger bases
+MIDDLE_BASE = 9
+MAX_RATIO = 4.0  # palm lengths; a farther "fingertip" is a tracking error, not a hand shape
+
+
+@_register
+class HandShape(keras.layers.Layer):
+    """What a hand's shape is, whatever its size and place: [B, T, K, 2] -> [B, T, 32 * hands].
+
+    Per 21-point hand starting at each of ``slots``: the 10 fingertip-to-fingertip and 5
+    fingertip-to-palm-centre distances in palm lengths (wrist to middle-finger base), the
+    cosine of the 15 finger joints' bend, and the palm's direction (a unit vector). SignBART
+    sees x and y in separate streams, so without these it must learn every distance across
+    them; a signer's hand size, camera distance, rotation and mirror image leave the
+    distances and bends unchanged. A frame where the hand is not all seen gives zeros.
+    Computed in the graph, so augmentation, the ``.tflite`` and ``predict`` all agree.
+    """
+
+    def __init__(self, slots, **kwargs):
+        super().__init__(**kwargs)
+        self.slots = tuple(int(s) for s in slots)
+        if not self.slots:
+            raise ValueError("slots must name at least one hand")
+
+    def _one(self, hand):
+        def dist(a, b):
+            return tf.sqrt(tf.reduce_sum(tf.square(a - b), -1) + 1e-12)   # [B, T, ...]
+
+        present = tf.reduce_all(tf.reduce_any(tf.not_equal(hand, 0.0), -1), -1)  # [B, T]
+        palm = dist(hand[..., MIDDLE_BASE, :], hand[..., 0, :])[..., None]       # [B, T, 1]
+        scale = tf.maximum(palm, 1e-3)
+        tips = tf.gather(hand, TIPS, axis=2)                                     # [B, T, 5, 2]
+        pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
+        between = dist(tf.gather(tips, [i for i, _ in pairs], axis=2),
+                       tf.gather(tips, [j for _, j in pairs], axis=2))           # [B, T, 10]
+        centre = tf.reduce_mean(tf.gather(hand, PALM, axis=2), 2, keepdims=True)
+        to_palm = dist(tips, centre)                                             # [B, T, 5]
+        ratios = tf.minimum(tf.concat([between, to_palm], -1) / scale, MAX_RATIO)
+        chains = [(0,) + f for f in FINGERS]
+        joints = [(c[i - 1], c[i], c[i + 1]) for c in chains for i in range(1, 4)]
+        a, b, c = (tf.gather(hand, [j[n] for j in joints], axis=2) for n in range(3))
+        u, v = a - b, c - b                                                      # [B, T, 15, 2]
+        bend = tf.reduce_sum(u * v, -1) / (dist(a, b) * dist(c, b) + 1e-6)      # [B, T, 15]
+        direction = (hand[..., MIDDLE_BASE, :] - hand[..., 0, :]) / scale        # [B, T, 2]
+        feats = tf.concat([ratios, bend, direction], -1)                         # [B, T, 32]
+        return feats * tf.cast(present, feats.dtype)[..., None]
+
+    def call(self, keypoints):
+        with tf.name_scope(KEEP_FLOAT):
+            return tf.concat([self._one(keypoints[:, :, s:s + HAND_POINTS]) for s in self.slots], -1)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:2].concatenate([32 * len(self.slots)])
+
+    def get_config(self):
+        return {**super().get_config(), "slots": list(self.slots)}
+
+
 CUSTOM_OBJECTS = {cls.__name__: cls for cls in
-                  (SplitCoordinates, PositionalEmbedding, AttentionCore, LayerDrop, LastValidFrame)}
+                  (SplitCoordinates, PositionalEmbedding, AttentionCore, LayerDrop, LastValidFrame,
+                   HandShape)}
 
 
 # ----------------------------------------------------------------------------- functional model
@@ -260,6 +322,10 @@ def build_model(cfg: ModelConfig) -> keras.Model:
     keypoints = keras.Input(shape=(None, cfg.num_keypoints, 2), name="keypoints")  # [B, T, K, 2]
     mask = keras.Input(shape=(None,), name="attention_mask")  # [B, T]
     xs, ys = SplitCoordinates(name="split_coordinates")(keypoints)  # 2 x [B, T, K]
+    if cfg.hand_slots:
+        shape = HandShape(cfg.hand_slots, name="hand_shape")(keypoints)  # [B, T, 32 * hands]
+        xs = keras.layers.Concatenate(name="encoder_hand_shape")([xs, shape])
+        ys = keras.layers.Concatenate(name="decoder_hand_shape")([ys, shape])
 
     x = _embed(xs, cfg, "encoder")  # [B, T, D]
     for i in range(cfg.encoder_layers):
