@@ -235,7 +235,7 @@ class HandShape(keras.layers.Layer):
         joints = [(c[i - 1], c[i], c[i + 1]) for c in chains for i in range(1, 4)]
         a, b, c = (tf.gather(hand, [j[n] for j in joints], axis=2) for n in range(3))
         u, v = a - b, c - b                                                      # [B, T, 15, 2]
-        bend = tf.reduce_sum(u * v, -1) / (dist(a, b) * dist(c, b) + 1e-6)      # [B, T, 15]
+        bend = tf.reduce_sum(u * v, -1) / (dist(a, b) * dist(c, b))             # [B, T, 15]
         direction = (hand[..., MIDDLE_BASE, :] - hand[..., 0, :]) / scale        # [B, T, 2]
         feats = tf.concat([ratios, bend, direction], -1)                         # [B, T, 32]
         return feats * tf.cast(present, feats.dtype)[..., None]

@@ -25,11 +25,13 @@ EXPECTED_K = {"arabic-asl-65kpts": 65, "arabic-asl-42kpts-hands": 42,
               "arabic-asl-46kpts-hands-shoulders-wrists-framed": 46,
               "arabic-asl-48kpts-hands-shoulders-elbows-wrists-framed": 48,
               "arabic-asl-90kpts-framed": 90, "arabic-asl-65kpts-framed-anchored": 79,
-              "arabic-asl-65kpts-framed-light": 65}
+              "arabic-asl-65kpts-framed-light": 65,
+              "arabic-asl-46kpts-hands-shoulders-wrists-framed-shape": 46}
 # Shipped settings: classifier dropout 0.1, no layer-drop, handedness auto (see their headers).
 # arabic-asl-65kpts-framed keeps the published settings: it is the regularisation arm.
 LIGHT = {stem for stem in EXPECTED_K if stem.endswith("-framed")} - {"arabic-asl-65kpts-framed"} | {
-    "arabic-asl-65kpts-framed-light", "arabic-asl-65kpts-framed-anchored"}
+    "arabic-asl-65kpts-framed-light", "arabic-asl-65kpts-framed-anchored",
+    "arabic-asl-46kpts-hands-shoulders-wrists-framed-shape"}
 
 
 def test_framed_variants_select_their_base_keypoints():

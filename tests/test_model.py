@@ -145,6 +145,7 @@ def test_layerdrop_only_while_training():
     M.AttentionCore(num_heads=4, dropout=0.25, causal=True, name="core"),
     M.LayerDrop(rate=0.3, seed=7, name="drop"),
     M.LastValidFrame(name="last"),
+    M.HandShape(slots=[0, 21], name="shape"),
 ], ids=lambda layer: type(layer).__name__)
 def test_custom_layer_config_round_trip(layer):
     config = layer.get_config()
@@ -171,11 +172,61 @@ def test_bad_values_fail_early_with_their_name():
         M.PositionalEmbedding(max_positions=4)(tf.zeros([1, 5, 8]))
 
 
+def _hand(rng):
+    """21 points of a plausible hand in a box: a palm, then each finger's four joints."""
+    base = np.array([[0.5, 0.9], [0.4, 0.8], [0.42, 0.62], [0.5, 0.6], [0.58, 0.62], [0.65, 0.66]])
+    points = [base[0]]
+    for f in range(5):
+        step = (base[f + 1] - base[0]) * rng.uniform(0.2, 0.4)
+        points += [base[f + 1] + step * i for i in range(4)]
+    return np.array(points, np.float32)
+
+
+def test_hand_shape_measures_shape_not_size_place_turn_or_mirror():
+    rng = np.random.default_rng(0)
+    hand = _hand(rng)
+    layer = M.HandShape(slots=[0])
+    feats = layer(hand[None, None]).numpy()[0, 0]                      # [32]
+    palm = np.linalg.norm(hand[9] - hand[0])
+    assert feats.shape == (32,)
+    np.testing.assert_allclose(feats[0], np.linalg.norm(hand[4] - hand[8]) / palm, rtol=1e-5)
+    np.testing.assert_allclose(feats[30:], (hand[9] - hand[0]) / palm, rtol=1e-5)
+    c, s = np.cos(0.7), np.sin(0.7)
+    moved = (hand - 0.5) @ np.array([[c, s], [-s, c]], np.float32) * 0.6 + [0.45, 0.55]
+    mirrored = np.stack([1 - hand[:, 0], hand[:, 1]], -1)
+    for other in (moved, mirrored):
+        np.testing.assert_allclose(layer(other[None, None].astype(np.float32)).numpy()[0, 0, :30],
+                                   feats[:30], atol=1e-5)
+    bent = hand.copy()
+    bent[8] = bent[6] + (bent[6] - bent[7])                         # index tip folded back
+    changed = np.abs(layer(bent[None, None]).numpy()[0, 0] - feats) > 1e-3
+    assert changed[0] and not changed[2]  # thumb-index distance moves, thumb-ring does not
+    lost = hand.copy()
+    lost[12] = 0                                                        # one point not seen
+    assert not layer(np.stack([lost, np.zeros_like(hand)])[None]).numpy().any()
+
+
+def test_hand_shape_is_set_from_the_variant_and_checked():
+    from signbart.config import ConfigError, variant_from_dict
+
+    shape = {"name": "v", "keypoints": {"pose": [0], "left_hand": "all", "right_hand": "all"},
+             "hand_shape": True}
+    cfg = variant_from_dict(shape).model_config()
+    assert cfg.hand_slots == (1, 22) and cfg.num_keypoints == 43
+    model = M.build_model(cfg)
+    assert model.get_layer("hand_shape").slots == (1, 22)
+    assert _logits(model, _inputs(cfg, [5], 8)).shape == (1, 10)
+    with pytest.raises(ConfigError, match="hand_shape"):
+        variant_from_dict({**shape, "keypoints": {"left_hand": [0, 4, 8]}})
+    with pytest.raises(ValueError, match="hand_slots"):
+        dataclasses.replace(TINY, hand_slots=(0,))
+
+
 @pytest.mark.slow
 def test_tflite_fp32_matches_keras_on_a_real_shaped_input():
     from signbart.quantize import to_tflite
 
-    cfg = ModelConfig(num_keypoints=65, num_labels=10)
+    cfg = ModelConfig(num_keypoints=65, num_labels=10, hand_slots=(23, 44))
     model = M.build_model(cfg)
     inputs = _inputs(cfg, [41], 64, seed=3)
     interpreter = tf.lite.Interpreter(model_content=to_tflite(model, max_frames=64))
