@@ -165,7 +165,7 @@ class ModelConfig:
         "encoder_ffn_dim": "[1, 1048576]", "decoder_ffn_dim": "[1, 1048576]",
         "dropout": RATE, "activation_dropout": RATE, "attention_dropout": RATE,
         "classifier_dropout": RATE, "encoder_layerdrop": RATE, "decoder_layerdrop": RATE,
-        "max_position_embeddings": "[1, 100000]"}
+        "max_position_embeddings": "[1, 100000]", "hand_slots": "[0, 10000]"}
 
     def __post_init__(self):
         within(self)
