@@ -29,3 +29,23 @@ def test_linear_baseline_generalises_to_an_unseen_signer(synth_dataset):
     top1 = (a.predict(test.x, test.mask).argmax(1) == test.y).mean()
     assert top1 >= 0.5        # chance is 0.1; it scores 0.8-1.0 on this synthetic data
     assert a.params == a.weights.size + 10
+
+
+def test_a_padded_deviation_keeps_a_nearly_constant_point_from_outvoting_the_rest():
+    """Keypoint 1 barely moves over the training clips (1e-4, with the class); a new signer
+    holds it 0.01 off, otherwise like class 0: unpadded, that z-score of ~100 decides."""
+    from signbart.preprocess import Prepared
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 40)
+    x = np.zeros((80, 4, 2, 2), np.float32)
+    x[..., 0, :] = (0.3 + 0.4 * y)[:, None, None] + rng.normal(0, 0.05, (80, 4, 2))
+    x[..., 1, :] = (0.5 + 1e-4 * y)[:, None, None] + rng.normal(0, 2e-5, (80, 4, 2))
+    prep = Prepared(x, np.ones((80, 4), np.float32), y.astype(np.int32), np.zeros(80, bool))
+    clip = x[:1].copy()
+    clip[0, :, 0] = 0.3
+    clip[0, :, 1] = 0.51
+    mask = np.ones((1, 4), np.float32)
+    raw = fit(prep, 2, seed=0).predict(clip, mask)[0]
+    padded = fit(prep, 2, seed=0, std_pad=0.05).predict(clip, mask)[0]
+    assert raw.argmax() == 1 and padded.argmax() == 0
