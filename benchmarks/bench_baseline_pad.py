@@ -67,8 +67,8 @@ def main() -> None:
         mean, low, high = t_interval(list(per.values()))
         rows.append({"pad": pad, "inner_accuracy": means[pad], "held_out_mean": float(mean),
                      "held_out_ci": [float(low), float(high)],
-            "worst_signer": min(per, key=per.get), "worst": min(per.values()),
-            "held_out_per_signer": per})
+                     "worst_signer": min(per, key=per.get), "worst": min(per.values()),
+                     "held_out_per_signer": per})
     write(args.out, {"variant": variant.name, "data": Path(args.data).name, "seeds": args.seeds,
                      "rule": f"highest mean inner accuracy; within {TIE} tied, smallest pad",
                      "chosen": chosen, "pads": rows})

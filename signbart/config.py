@@ -329,8 +329,8 @@ class VariantConfig:
             if missing:
                 raise ValueError(f"anchors: layout {self.layout!r} has no {missing[0]!r}")
         if self.hand_shape:
-            whole = [g for g in HANDS if self.keypoints.get(g) == "all"]
-            if not whole or any(g in self.keypoints and g not in whole for g in HANDS):
+            hands = [g for g in HANDS if g in self.keypoints]
+            if not hands or any(self.keypoints[g] != "all" for g in hands):
                 raise ValueError("hand_shape: needs every selected hand group as 'all' "
                                  "(its 21 points in MediaPipe order), and at least one")
 

@@ -195,6 +195,9 @@ FINGERS = tuple(tuple(range(1 + 4 * f, 5 + 4 * f)) for f in range(5))  # thumb .
 TIPS = tuple(f[-1] for f in FINGERS)
 PALM = (0, 5, 9, 13, 17)  # wrist and the four finger bases
 MIDDLE_BASE = 9
+PAIRS = tuple((i, j) for i in range(len(TIPS)) for j in range(i + 1, len(TIPS)))
+JOINTS = tuple(((0,) + f)[i - 1:i + 2] for f in FINGERS for i in range(1, 4))  # (before, at, after)
+SHAPE_FEATURES = len(PAIRS) + len(TIPS) + len(JOINTS) + 2  # distances, bends, palm direction
 MAX_RATIO = 4.0  # palm lengths; a farther "fingertip" is a tracking error, not a hand shape
 
 
@@ -225,15 +228,12 @@ class HandShape(keras.layers.Layer):
         palm = dist(hand[..., MIDDLE_BASE, :], hand[..., 0, :])[..., None]       # [B, T, 1]
         scale = tf.maximum(palm, 1e-3)
         tips = tf.gather(hand, TIPS, axis=2)                                     # [B, T, 5, 2]
-        pairs = [(i, j) for i in range(5) for j in range(i + 1, 5)]
-        between = dist(tf.gather(tips, [i for i, _ in pairs], axis=2),
-                       tf.gather(tips, [j for _, j in pairs], axis=2))           # [B, T, 10]
+        between = dist(tf.gather(tips, [i for i, _ in PAIRS], axis=2),
+                       tf.gather(tips, [j for _, j in PAIRS], axis=2))           # [B, T, 10]
         centre = tf.reduce_mean(tf.gather(hand, PALM, axis=2), 2, keepdims=True)
         to_palm = dist(tips, centre)                                             # [B, T, 5]
         ratios = tf.minimum(tf.concat([between, to_palm], -1) / scale, MAX_RATIO)
-        chains = [(0,) + f for f in FINGERS]
-        joints = [(c[i - 1], c[i], c[i + 1]) for c in chains for i in range(1, 4)]
-        a, b, c = (tf.gather(hand, [j[n] for j in joints], axis=2) for n in range(3))
+        a, b, c = (tf.gather(hand, [j[n] for j in JOINTS], axis=2) for n in range(3))
         u, v = a - b, c - b                                                      # [B, T, 15, 2]
         bend = tf.reduce_sum(u * v, -1) / (dist(a, b) * dist(c, b))             # [B, T, 15]
         direction = (hand[..., MIDDLE_BASE, :] - hand[..., 0, :]) / scale        # [B, T, 2]
@@ -245,7 +245,7 @@ class HandShape(keras.layers.Layer):
             return tf.concat([self._one(keypoints[:, :, s:s + HAND_POINTS]) for s in self.slots], -1)
 
     def compute_output_shape(self, input_shape):
-        return tf.TensorShape(input_shape)[:2].concatenate([32 * len(self.slots)])
+        return tf.TensorShape(input_shape)[:2].concatenate([SHAPE_FEATURES * len(self.slots)])
 
     def get_config(self):
         return {**super().get_config(), "slots": list(self.slots)}
