@@ -43,9 +43,16 @@ class LinearBaseline:
     def params(self) -> int:
         return int(self.weights.size + self.bias.size)
 
+    def zscores(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return (features(x, mask, self.frames) - self.mean) / self.std
+
     def predict(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        f = (features(x, mask, self.frames) - self.mean) / self.std
-        return f @ self.weights + self.bias
+        return self.zscores(x, mask) @ self.weights + self.bias
+
+    def rms_z(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """[N]: how far each clip lies from the training clips, in the model's own units (the
+        ensemble's gate, ``ensemble.InRange``)."""
+        return np.sqrt((self.zscores(x, mask) ** 2).mean(1))
 
 
 def fit(prep: Prepared, num_labels: int, seed: int = 0, frames: int = 16, l2: float = 1e-3,

@@ -481,6 +481,7 @@ class ExperimentConfig:
     baseline: bool = True       # also fit the cheap linear baseline on the same fold
     ensemble: bool = False      # also ship SignBART + baseline as one model (fp32, ptq)
     ensemble_mix: str = "arithmetic"  # see ensemble.MixLogProbs; ENSEMBLE_MIXES
+    ensemble_gate: bool = False  # the baseline abstains on clips beyond every inner clip's z
     search: dict = field(default_factory=dict)   # what a nested search chose (already applied)
 
     LIMITS: typing.ClassVar[dict[str, str]] = {"seed": SEEDS, "threads": "[0, 1024]"}
@@ -514,7 +515,7 @@ def build_experiment(data: str, variant: VariantConfig, holdout: str, *, seed: i
                      ablation: str = "", augment: dict | None = None,
                      settings: dict | None = None, sweep: str = "", threads: int = 0,
                      baseline: bool = True, ensemble: bool = False,
-                     ensemble_mix: str = "arithmetic",
+                     ensemble_mix: str = "arithmetic", ensemble_gate: bool = False,
                      where: str = "experiment") -> ExperimentConfig:
     """The one way an experiment is made, by the sweep driver and by ``signbart train``.
 
@@ -533,4 +534,5 @@ def build_experiment(data: str, variant: VariantConfig, holdout: str, *, seed: i
         "data": data, "variant": v, "holdout": holdout, "seed": seed, "quant": list(quant),
         "train": t, "qat": q, "sweep": sweep, "ablation": ablation, "threads": threads,
         "baseline": baseline, "ensemble": ensemble, "ensemble_mix": ensemble_mix,
+        "ensemble_gate": ensemble_gate,
         "search": search or {}}, where)

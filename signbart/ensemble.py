@@ -5,7 +5,9 @@ differs, SignBART where the motion does), so they are mixed: each member tempera
 then pooled geometrically or arithmetically with SignBART's share, all fitted by log-likelihood
 on the inner-validation signers' predictions only. The baseline's resampling and its
 linear layer are rebuilt as graph ops, so the ensemble has the same inputs and output as
-SignBART and ``evaluate``/``predict`` run it like any other model.
+SignBART and ``evaluate``/``predict`` run it like any other model. Optionally the graph also
+gates the baseline (``InRange``): on a clip farther from its training clips than any inner
+signer's, it abstains.
 """
 
 from __future__ import annotations
@@ -68,11 +70,16 @@ class MixLogProbs(keras.layers.Layer):
     ``arithmetic``: log(sum w_i softmax(z_i / T_i)), as a log-sum-exp of log w_i +
     log_softmax(z_i / T_i), so a confidently wrong member moves at most its share of the mass.
     Builtin TFLite ops only (MUL, LOG_SOFTMAX, ADD_N, MAXIMUM, SUB, EXP, ADD, LOG); a member of
-    share 0 is left out of the graph, so no log(0) is taken.
+    share 0 is left out of the graph (but for a gated mix's first member), so no log(0) is
+    taken.
+
+    ``gated``: the last input is a [B, 1] keep flag for the last member (``InRange``); where it
+    is 0 that member abstains and its share goes to the first, so on a clip unlike anything
+    its fit saw it cannot move the mix at all.
     """
 
     def __init__(self, weights: list[float], temperatures: list[float] | None = None,
-                 mode: str = "geometric", **kwargs):
+                 mode: str = "geometric", gated: bool = False, **kwargs):
         super().__init__(**kwargs)
         if not weights or min(weights) < 0 or not np.isclose(sum(weights), 1.0):
             raise ValueError(f"weights must be >= 0 and sum to 1, got {weights}")
@@ -81,25 +88,70 @@ class MixLogProbs(keras.layers.Layer):
             raise ValueError(f"temperatures must be > 0, one per weight, got {temperatures}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if gated and len(weights) < 2:
+            raise ValueError("gated: needs a first member to take the gated one's share")
         self.mix = [float(w) for w in weights]
         self.temperatures = [float(t) for t in temperatures]
         self.mode = mode
+        self.gated = bool(gated)
 
-    def call(self, logits):
+    def call(self, inputs):
+        logits, shares = ((inputs[:-1], gated_shares(self.mix, inputs[-1])) if self.gated
+                          else (inputs, self.mix))
+        on = in_graph(self.mix, self.gated)
         members = [(w, tf.nn.log_softmax(x * (1.0 / t), -1))
-                   for w, t, x in zip(self.mix, self.temperatures, logits) if w > 0]
+                   for w, t, x, use in zip(shares, self.temperatures, logits, on) if use]
         if self.mode == "geometric":
             return tf.nn.log_softmax(tf.add_n([w * lp for w, lp in members]), -1)
-        terms = [lp + float(np.log(w)) for w, lp in members]
+        terms = [lp + (tf.math.log(tf.maximum(w, TINY)) if self.gated else float(np.log(w)))
+                 for w, lp in members]
         top = functools.reduce(tf.maximum, terms)
         return top + tf.math.log(tf.add_n([tf.exp(x - top) for x in terms]))
 
     def get_config(self):
         return {**super().get_config(), "weights": self.mix,
-                "temperatures": self.temperatures, "mode": self.mode}
+                "temperatures": self.temperatures, "mode": self.mode, "gated": self.gated}
 
 
-CUSTOM_OBJECTS = {"ResampleFrames": ResampleFrames, "MixLogProbs": MixLogProbs}
+TINY = 1e-30   # an abstaining member's share inside the log: exp(-69), no log(0)
+
+
+def in_graph(weights: list[float], gated: bool) -> list[bool]:
+    """Which members the mix computes: those of share > 0, and under a gate the first, which
+    takes the gated member's share wherever it abstains."""
+    return [w > 0 or (gated and i == 0) for i, w in enumerate(weights)]
+
+
+def gated_shares(weights: list[float], keep):
+    """Per-clip shares: the last member's share times ``keep`` [N, 1], the rest to the first.
+    Works on NumPy arrays and on tensors alike, so the graph and ``mix_logits`` agree."""
+    last = weights[-1] * keep
+    return [weights[0] + weights[-1] - last, *weights[1:-1], last]
+
+
+@_register
+class InRange(keras.layers.Layer):
+    """[B, D] standardised features -> [B, 1]: 1 where their root-mean-square is within
+    ``bound``, else 0. The baseline's z-scores on a signer unlike its training signers grow far
+    beyond any inner signer's (benchmarks/README.md, the standardisation pad), and there its
+    confident votes are noise."""
+
+    def __init__(self, bound: float, **kwargs):
+        super().__init__(**kwargs)
+        if not bound > 0:
+            raise ValueError(f"bound must be > 0, got {bound}")
+        self.bound = float(bound)
+
+    def call(self, z):
+        return tf.cast(tf.reduce_mean(tf.square(z), -1, keepdims=True) <= self.bound ** 2,
+                       z.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "bound": self.bound}
+
+
+CUSTOM_OBJECTS = {"ResampleFrames": ResampleFrames, "MixLogProbs": MixLogProbs,
+                  "InRange": InRange}
 
 
 @dataclass(frozen=True)
@@ -109,6 +161,7 @@ class Mix:
     mode: str = "arithmetic"
     temperatures: tuple[float, float] = (1.0, 1.0)   # SignBART's, the baseline's
     weight: float = 0.5                              # SignBART's share
+    gate: float | None = None   # the baseline abstains beyond this RMS z-score (None: never)
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -116,22 +169,32 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(1, keepdims=True))
 
 
-def mix_log_probs(logits: list[np.ndarray], temperatures, weights, mode: str) -> np.ndarray:
-    """The ensemble's log-probabilities, computed as ``MixLogProbs`` computes them."""
+def mix_log_probs(logits: list[np.ndarray], temperatures, weights, mode: str,
+                  keep: np.ndarray | None = None) -> np.ndarray:
+    """The ensemble's log-probabilities, computed as ``MixLogProbs`` computes them; ``keep``
+    [N, 1] gates the last member as its ``gated`` input does."""
+    shares = weights if keep is None else gated_shares(list(weights), keep)
+    on = in_graph(list(weights), keep is not None)
     members = [(w, log_softmax(np.asarray(x, np.float64) / t))
-               for w, t, x in zip(weights, temperatures, logits) if w > 0]
+               for w, t, x, use in zip(shares, temperatures, logits, on) if use]
     if mode == "geometric":
         return log_softmax(sum(w * lp for w, lp in members))
-    terms = [lp + np.log(w) for w, lp in members]
+    terms = [lp + np.log(np.maximum(w, TINY)) for w, lp in members]
     top = functools.reduce(np.maximum, terms)
     return top + np.log(sum(np.exp(x - top) for x in terms))
 
 
-def mix_logits(signbart_logits: np.ndarray, baseline_logits: np.ndarray, mix: Mix
-               ) -> np.ndarray:
-    """The ensemble's log-probabilities, as its exported graph computes them."""
+def mix_logits(signbart_logits: np.ndarray, baseline_logits: np.ndarray, mix: Mix,
+               baseline_rms: np.ndarray | None = None) -> np.ndarray:
+    """The ensemble's log-probabilities, as its exported graph computes them. A gated mix
+    needs the baseline's RMS z-score per clip (``LinearBaseline.rms_z``)."""
+    keep = None
+    if mix.gate is not None:
+        if baseline_rms is None:
+            raise ValueError("a gated mix needs baseline_rms, the baseline's RMS z per clip")
+        keep = (np.asarray(baseline_rms) <= mix.gate).astype(np.float64)[:, None]
     return mix_log_probs([signbart_logits, baseline_logits], mix.temperatures,
-                         [mix.weight, 1.0 - mix.weight], mix.mode)
+                         [mix.weight, 1.0 - mix.weight], mix.mode, keep)
 
 
 def nll(log_probs: np.ndarray, y: np.ndarray) -> float:
@@ -161,7 +224,8 @@ def fit_mix(signbart_logits: np.ndarray, baseline_logits: np.ndarray, y: np.ndar
 
 def baseline_layers(baseline: LinearBaseline, num_keypoints: int) -> list:
     """The baseline's standardisation and linear map as two builtin layers. Folding the
-    scale into the weights instead loses float32 precision on near-constant features."""
+    scale into the weights instead loses float32 precision on near-constant features (and
+    the gate reads the standardised features between them)."""
     width = baseline.frames * num_keypoints * 3
     norm = keras.layers.Normalization(mean=baseline.mean, variance=baseline.std ** 2,
                                       name="baseline_standardize")
@@ -178,8 +242,12 @@ def build_ensemble(signbart: keras.Model, baseline: LinearBaseline, mix: Mix) ->
     mask = keras.Input(shape=(None,), name="attention_mask")  # [B, T]
     member = signbart({"keypoints": keypoints, "attention_mask": mask})  # [B, C]
     feats = ResampleFrames(baseline.frames, name="baseline_features")([keypoints, mask])
-    for layer in baseline_layers(baseline, k):
-        feats = layer(feats)  # [B, F*K*3], then [B, C]
+    standardize, linear = baseline_layers(baseline, k)
+    z = standardize(feats)  # [B, F*K*3]
+    members = [member, linear(z)]  # [B, C] each
+    gated = mix.gate is not None and mix.weight < 1.0
+    if gated:
+        members.append(InRange(mix.gate, name="baseline_in_range")(z))  # [B, 1]
     logits = MixLogProbs([mix.weight, 1.0 - mix.weight], list(mix.temperatures), mix.mode,
-                         name="mix")([member, feats])  # [B, C] log-probabilities
+                         gated=gated, name="mix")(members)  # [B, C] log-probabilities
     return keras.Model({"keypoints": keypoints, "attention_mask": mask}, logits, name="ensemble")

@@ -37,6 +37,10 @@ class Picture:
     title: str            # the figure's caption
     png: bytes
     group: str  # "grid" | "charts" | "frontier" | "confusion"
+    variant: str = ""     # a split signer grid's variant
+
+
+GRID_MAX_ARMS = 12   # more arms than this over several variants: one signer grid per variant
 
 
 def _figure(width: float, height: float, dpi: int = 110) -> Figure:
@@ -276,17 +280,7 @@ def draw(s: Summary) -> list[Picture]:
     out = []
     colours = palette(list(s.arms.model))
     if not s.signers.empty:
-        g = signer_grid(s.signers)
-        cov = dict(zip(s.arms.model, s.arms.coverage))
-        top1 = g["top1"] * 100
-        out.append(Picture(
-            "signers.png", "Top-1 (%) per hold-out signer and model with its 95 % Wilson "
-            "interval on that signer's clips; mean: t-interval over signers; outlined: each "
-            "model's worst signer",
-            plot_signer_grid(top1.rename(columns=lambda m: m if cov[m] == "all"
-                                         else f"{m} ({cov[m]})"),
-                             _grid_text(g), worst_cells(g), f"{', '.join(s.sweeps)}: top-1 "
-                             "per signer"), "grid"))
+        out += _signer_grids(s)
         per = s.signers[~s.signers.holdout.isin(GRID_ROWS)]
         out.append(Picture("signers_dots.png", "Top-1 per hold-out signer: one marker per "
                            "model, faint dots are single seeds",
@@ -318,3 +312,27 @@ def draw(s: Summary) -> list[Picture]:
         out.append(Picture(f"confusion_{slug(c.model)}.png", f"{title}; {sums}",
                            plot_confusion(c.counts, c.share, c.names, title), "confusion"))
     return out
+
+
+def _signer_grids(s: Summary) -> list[Picture]:
+    """The signer grid: one, or one per variant when a sweep of many variants would put more
+    arms side by side than a page can label (the 7-variant sweep has 56)."""
+    caption = ("Top-1 (%) per hold-out signer and model with its 95 % Wilson interval on that "
+               "signer's clips; mean: t-interval over signers; outlined: each model's worst "
+               "signer")
+    variant_of = dict(zip(s.arms.model, s.arms.variant))
+    variants = list(dict.fromkeys(variant_of[m] for m in s.signers.model))
+    if len(variants) < 2 or s.signers.model.nunique() <= GRID_MAX_ARMS:
+        return [Picture("signers.png", caption, _grid_png(s, s.signers, ""), "grid")]
+    return [Picture(f"signers_{slug(v)}.png", f"{v}: {caption}",
+                    _grid_png(s, s.signers[s.signers.model.map(variant_of) == v], v), "grid", v)
+            for v in variants]
+
+
+def _grid_png(s: Summary, signers: pd.DataFrame, variant: str) -> bytes:
+    g = signer_grid(signers)
+    cov = dict(zip(s.arms.model, s.arms.coverage))
+    top1 = (g["top1"] * 100).rename(columns=lambda m: m if cov[m] == "all"
+                                    else f"{m} ({cov[m]})")
+    title = f"{', '.join(s.sweeps)}{f' — {variant}' if variant else ''}: top-1 per signer"
+    return plot_signer_grid(top1, _grid_text(g), worst_cells(g), title)

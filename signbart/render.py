@@ -513,6 +513,20 @@ def _html_table(df: pd.DataFrame, table_id: str = "") -> str:
             else f"<details><summary>show {len(df)} rows</summary>{table}</details>")
 
 
+CONFUSION_INLINE = 12   # more summed matrices than this: the page embeds the verdict's alone
+
+
+def _inline(s: Summary, pictures: list[Picture]) -> tuple[list[Picture], list[Picture]]:
+    """The confusion matrices the page embeds, and those it links (their PNGs lie beside it):
+    all of them, or past ``CONFUSION_INLINE`` the verdict's alone (without a verdict: the
+    first), which keeps a many-variant page under 1.5 MB."""
+    if len(pictures) <= CONFUSION_INLINE:
+        return pictures, []
+    model = s.verdict.get("model")
+    shown = next((p for p in pictures if p.path == f"confusion_{slug(model)}.png"), pictures[0])
+    return [shown], [p for p in pictures if p is not shown]
+
+
 def _html_figures(pictures: list[Picture]) -> str:
     return "".join(
         f'<figure class={p.group}><img alt="{html.escape(p.title)}" src="data:image/png;base64,'
@@ -533,7 +547,15 @@ def render_html(s: Summary, pictures: list[Picture], command: str,
         if sec.table is not None:
             body.append(_html_table(sec.table, sec.table_id))
         group = [p for p in pictures if p.group == sec.pictures]
+        linked = []
+        if sec.pictures == "confusion":
+            group, linked = _inline(s, group)
         body.append(_html_figures(group))
+        if linked:
+            body.append("<p class=note>The other models' summed matrices (PNG beside this "
+                        "page): " + ", ".join(
+                            f'<a href="{html.escape(p.path)}">{html.escape(p.title.split(" — ")[0])}</a>'
+                            for p in linked) + "</p>")
         if sec.pictures == "confusion" and len(s.confusion):
             body.append("<p class=note>Per hold-out matrices (CSV beside this page): " + ", ".join(
                 f'<a href="{html.escape(path)}">{html.escape(m)}</a>'

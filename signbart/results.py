@@ -59,6 +59,7 @@ SCHEMA = pa.schema([
     ("ensemble_weight", pa.float64()), # SignBART's share in an ensemble row (inner-fitted)
     ("ensemble_mode", pa.string()),    # its mix, arithmetic | geometric (inner-fitted)
     ("ensemble_temperatures", pa.list_(pa.float64())),  # SignBART's, the baseline's (inner-fitted)
+    ("ensemble_gate", pa.float64()),   # the baseline abstains beyond this RMS z (inner max), or null
     ("config", pa.string()),           # JSON of the full experiment config
     ("config_hash", pa.string()),
     ("git_sha", pa.string()),          # SIGNBART_GIT_SHA if set (cluster.yaml), else git

@@ -208,6 +208,7 @@ def run_searches(spec: SweepSpec, grid: Grid, storage: str,
                              quant=spec.quant, train=spec.train, qat=spec.qat, sweep=spec.name,
                              threads=spec.resources.threads, baseline=spec.baseline,
                              ensemble=spec.ensemble, ensemble_mix=spec.ensemble_mix,
+                             ensemble_gate=spec.ensemble_gate,
                              where=f"{spec.name}: search {key}"
                              ).to_dict(),
                          "rotations": search.rotations, "params": search.param_space()},

@@ -74,6 +74,7 @@ class SweepSpec:
     baseline: bool = True
     ensemble: bool = False                         # also SignBART + baseline as one model
     ensemble_mix: str = "arithmetic"               # config.ENSEMBLE_MIXES
+    ensemble_gate: bool = False                    # baseline abstains beyond inner clips' z
     ablation: dict = field(default_factory=dict)   # name -> AugmentConfig overrides
     search: SearchSpec | None = None               # nested search per hold-out (search.py)
     smoke: dict = field(default_factory=dict)      # overrides applied by --smoke
@@ -204,7 +205,8 @@ class Grid:
             choice = (chosen or {}).get(search_key(t["holdout"], t["variant"]))
             fields = {"quant": spec.quant, "threads": spec.resources.threads,
                       "baseline": spec.baseline, "ensemble": spec.ensemble,
-                      "ensemble_mix": spec.ensemble_mix, **overrides}
+                      "ensemble_mix": spec.ensemble_mix, "ensemble_gate": spec.ensemble_gate,
+                      **overrides}
             out.append(build_experiment(
                 spec.data, self.variants[t["variant"]], t["holdout"], seed=t["seed"],
                 train=spec.train, qat=spec.qat,

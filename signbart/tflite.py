@@ -72,6 +72,7 @@ class ModelCard:
     ensemble_weight: float | None = None  # SignBART's share in an ensemble
     ensemble_mode: str | None = None      # its mix: "arithmetic" or "geometric"
     ensemble_temperatures: tuple[float, float] | None = None  # SignBART's, the baseline's
+    ensemble_gate: float | None = None    # the baseline abstains beyond this RMS z-score
 
     def __post_init__(self):
         if self.quant not in QUANT_MODES:

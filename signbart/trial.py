@@ -332,7 +332,11 @@ def _ensemble_mix(cfg, result, inner):
     signers (the inner run's SignBART against the inner baseline), and its inner accuracy at
     those parameters: optimistic by a little, as it is scored on the clips it was fitted on.
     ``cfg.ensemble_mix`` names the pool, or ``fit`` for the better of the two by inner NLL.
-    No inner signers: equal shares of the first pool, no scaling, no figure."""
+    ``cfg.ensemble_gate``: the baseline abstains on a clip whose RMS z-score is beyond the
+    largest any inner-signer clip reached, so no inner clip is gated and the fit stands.
+    No inner signers: equal shares of the first pool, no scaling, no gate, no figure."""
+    import dataclasses
+
     from signbart import ensemble
 
     modes = ensemble.MODES if cfg.ensemble_mix == "fit" else (cfg.ensemble_mix,)
@@ -341,7 +345,10 @@ def _ensemble_mix(cfg, result, inner):
     val = result.val_data
     base = inner.predict(val.x, val.mask)
     mix = ensemble.fit_mix(result.inner_val_logits, base, val.y, modes)
-    return mix, _accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix), val.y)
+    rms = inner.rms_z(val.x, val.mask)
+    if cfg.ensemble_gate:
+        mix = dataclasses.replace(mix, gate=float(rms.max()))
+    return mix, _accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix, rms), val.y)
 
 
 def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: Path
@@ -360,7 +367,7 @@ def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: 
         mix, inner_acc = _ensemble_mix(cfg, result, inner)
         model = ensemble.build_ensemble(result.model, lin, mix)
         fitted = dict(ensemble_weight=mix.weight, ensemble_mode=mix.mode,
-                      ensemble_temperatures=mix.temperatures)
+                      ensemble_temperatures=mix.temperatures, ensemble_gate=mix.gate)
         params, flops = count_params(model), evaluate.count_flops(model, frames)
     except Exception as err:
         log.debug("%s", traceback.format_exc())

@@ -90,6 +90,78 @@ def test_a_confidently_wrong_member_moves_the_arithmetic_mix_only_by_its_share()
     assert float((ensemble.mix_logits(good, bad, fitted).argmax(1) == y).mean()) >= alone - 0.03
 
 
+def test_gated_graph_is_the_gated_numpy_mix_in_keras_and_tflite(fold_data):
+    """The bound at the median clip: half the clips mixed, half SignBART's alone."""
+    train, val = fold_data
+    sb = build_model(VARIANT.model_config())
+    lin = baseline.fit(train, 10, seed=0, steps=50)
+    rms = lin.rms_z(val.x, val.mask)
+    mix = ensemble.Mix("arithmetic", (0.7, 1.6), 0.65, gate=float(np.median(rms)))
+    model = ensemble.build_ensemble(sb, lin, mix)
+    inputs = {"keypoints": val.x, "attention_mask": val.mask}
+    sb_logits, lin_logits = sb.predict(inputs, verbose=0), lin.predict(val.x, val.mask)
+    want = ensemble.mix_logits(sb_logits, lin_logits, mix, rms)
+    kept = rms <= mix.gate
+    assert 0 < kept.sum() < len(kept)
+    np.testing.assert_allclose(want[~kept], ensemble.log_softmax(
+        sb_logits[~kept].astype(np.float64) / 0.7), atol=1e-9)
+    ungated = ensemble.mix_logits(sb_logits, lin_logits, ensemble.Mix("arithmetic", (0.7, 1.6),
+                                                                      0.65))
+    np.testing.assert_allclose(want[kept], ungated[kept], atol=1e-9)
+    near = np.abs(rms - mix.gate) < 1e-4 * mix.gate      # float32 may fall either side there
+    np.testing.assert_allclose(model.predict(inputs, verbose=0)[~near], want[~near],
+                               rtol=1e-3, atol=1e-3)
+    assert model.get_layer("baseline_in_range").bound == mix.gate
+    fp32 = quantize.to_tflite(model, 32)
+    check(fp32, val.x[:2], val.mask[:2])
+    np.testing.assert_allclose(predict_fn(fp32)(val.x, val.mask)[~near], want[~near],
+                               rtol=1e-3, atol=1e-3)
+    assert not [op for op in op_types(quantize.ptq_dynamic(model, 32))
+                if op.startswith(("Flex", "CUSTOM"))]
+
+
+def test_the_gate_keeps_a_collapsing_baseline_from_taking_the_ensemble_down():
+    """Issue 35's collapse, made small: keypoint 1 barely moves over the training signers but
+    carries the class (1e-4), so the unpadded baseline leans on it; a new signer holds it 0.005
+    off, toward the wrong class on every clip, and the baseline is confidently wrong there.
+    Ungated, its share takes the ensemble down with it; gated (the bound is the largest RMS
+    z-score of the inner clips, as the trial sets it), the ensemble is within a point of the
+    better member on that signer and unchanged on the inner signers."""
+    from signbart.preprocess import Prepared
+
+    rng = np.random.default_rng(0)
+
+    def clips(n, point1):
+        y = np.repeat(np.arange(2), n // 2)
+        x = np.zeros((n, 4, 2, 2), np.float32)
+        x[..., 0, :] = (0.3 + 0.4 * y)[:, None, None] + rng.normal(0, 0.1, (n, 4, 2))
+        x[..., 1, :] = point1(y)[:, None, None] + rng.normal(0, 2e-5, (n, 4, 2))
+        return Prepared(x, np.ones((n, 4), np.float32), y.astype(np.int32), np.zeros(n, bool))
+
+    train, inner = (clips(n, lambda y: 0.5 + 1e-4 * y) for n in (200, 100))
+    unlike = clips(100, lambda y: 0.5 + 0.005 * (1 - 2 * y))
+    lin = baseline.fit(train, 2, seed=0, std_pad=1e-6)
+
+    def signbart(d):                            # a good member, about 90 % right, not peaked
+        return 2.0 * np.eye(2)[d.y] + rng.normal(0, 1, (len(d.y), 2))
+
+    sb_inner, sb_unlike = signbart(inner), signbart(unlike)
+    mix = ensemble.fit_mix(sb_inner, lin.predict(inner.x, inner.mask), inner.y)
+    gated = ensemble.Mix(mix.mode, mix.temperatures, mix.weight,
+                         gate=float(lin.rms_z(inner.x, inner.mask).max()))
+
+    def acc(d, sb, m):
+        lp = ensemble.mix_logits(sb, lin.predict(d.x, d.mask), m, lin.rms_z(d.x, d.mask))
+        return float((lp.argmax(1) == d.y).mean())
+
+    base_alone = float((lin.predict(unlike.x, unlike.mask).argmax(1) == unlike.y).mean())
+    sb_alone = float((sb_unlike.argmax(1) == unlike.y).mean())
+    assert base_alone < 0.1 and sb_alone > 0.8 and mix.weight < 1.0
+    assert acc(unlike, sb_unlike, mix) < sb_alone - 0.1
+    assert acc(unlike, sb_unlike, gated) >= sb_alone - 0.01
+    assert acc(inner, sb_inner, gated) == acc(inner, sb_inner, mix)
+
+
 def test_mix_is_fitted_by_likelihood_deterministically():
     y = np.array([0, 1, 2, 0])
     good, bad = np.eye(3)[y] * 5, np.eye(3)[[1, 2, 0, 1]] * 5
@@ -118,6 +190,10 @@ def test_mix_is_fitted_by_likelihood_deterministically():
 
 
 def test_mix_layer_refuses_bad_parameters():
+    with pytest.raises(ValueError, match="bound must be > 0"):
+        ensemble.InRange(0.0)
+    with pytest.raises(ValueError, match="gated mix needs baseline_rms"):
+        ensemble.mix_logits(np.zeros((1, 2)), np.zeros((1, 2)), ensemble.Mix(gate=1.0))
     with pytest.raises(ValueError, match="sum to 1"):
         ensemble.MixLogProbs([0.5, 0.6])
     with pytest.raises(ValueError, match="temperatures"):

@@ -367,6 +367,36 @@ def test_variant_table_keypoints_costs_and_worst_signer(tmp_path):
     assert "variants" in paths.csv and "## Models" in Path(paths.markdown).read_text()
 
 
+def test_many_variants_get_a_grid_each_and_the_page_embeds_one_variants_matrices(
+        tmp_path, monkeypatch):
+    """Past GRID_MAX_ARMS arms over several variants the signer grid splits by variant; past
+    CONFUSION_INLINE matrices the page embeds one (the verdict's; the first, as here there is
+    none) and links the others, whose PNGs are written beside it all the same."""
+    from signbart import plots, render
+
+    monkeypatch.setattr(plots, "GRID_MAX_ARMS", 4)
+    monkeypatch.setattr(render, "CONFUSION_INLINE", 2)
+    rows = [{**r, "labels": ["c0", "c1"], "glosses": ["hello", "bye"],
+             "confusion": [[4, 1], [1, 4]], "per_class_acc": [0.8, 0.8]}
+            for r in variant_rows("vars")]
+    write_rows(rows, str(tmp_path / "vars" / "results" / "r.parquet"))
+    built = report.build_report([str(tmp_path / "vars")], str(tmp_path / "out"))
+    names = sorted(Path(p).name for p in built.images)
+    variants = ("arabic-asl-42kpts-hands", "arabic-asl-44kpts-hands-wrists",
+                "arabic-asl-65kpts-framed")
+    assert [n for n in names if n.startswith("signers_") and n != "signers_dots.png"] == [
+        f"signers_{v}.png" for v in variants] and "signers.png" not in names
+    confusion = [n for n in names if n.startswith("confusion_")]
+    assert len(confusion) == 6
+    page = Path(built.html).read_text()
+    embedded = re.findall(r'<figure class=confusion><img alt="([^"]+)"', page)
+    assert [a.split(" — ")[0] for a in embedded] == ["42kpts-hands fp32"]
+    linked = re.findall(r'href="(confusion_[^"]+\.png)"', page)
+    assert sorted(linked) == [n for n in confusion if n != "confusion_42kpts-hands-fp32.png"]
+    assert all((tmp_path / "out" / n).is_file() for n in linked)
+    assert page.count("<figure class=grid>") == 3
+
+
 def test_all_failed_input_still_reports(tmp_path):
     write_rows([row("s", "A", 0, "fp32", None, status="failed", error="OOM")],
                str(tmp_path / "s" / "results" / "t.parquet"))

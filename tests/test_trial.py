@@ -77,7 +77,7 @@ def test_trial_trains_once_and_writes_one_evaluated_row_per_quant_mode(synth_dat
 def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     reports = []
     cfg = build_experiment(str(synth_dataset), VARIANT, "user03", seed=1, quant=["fp32", "ptq"],
-                           sweep="t", ensemble=True,
+                           sweep="t", ensemble=True, ensemble_gate=True,
                            train=TrainConfig(epochs=4, batch_size=8, n_val_signers=1, refit=True,
                                              schedule="cosine", warmup_epochs=1))
     rows = run_trial(cfg, tmp_path, report=reports.append)
@@ -103,7 +103,8 @@ def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     # its accuracy there is the same on both of its files
     assert 0.0 <= rows[5]["inner_val_accuracy"] <= 1.0
     assert 0.0 <= ens["inner_val_accuracy"] <= 1.0
-    fitted = ("ensemble_weight", "ensemble_mode", "ensemble_temperatures", "inner_val_accuracy")
+    fitted = ("ensemble_weight", "ensemble_mode", "ensemble_temperatures", "ensemble_gate",
+              "inner_val_accuracy")
     assert [rows[2][k] for k in fitted] == [rows[3][k] for k in fitted]
     assert ens["ensemble_mode"] == "arithmetic"  # the default pool: bounded against a wrong member
     assert len(ens["ensemble_temperatures"]) == 2 and min(ens["ensemble_temperatures"]) > 0
@@ -111,3 +112,4 @@ def test_refit_and_ensemble_rows(synth_dataset, tmp_path):
     assert card["model_kind"] == "ensemble" and card["ensemble_weight"] == ens["ensemble_weight"]
     assert (card["ensemble_mode"], card["ensemble_temperatures"]) == (
         ens["ensemble_mode"], list(ens["ensemble_temperatures"]))
+    assert ens["ensemble_gate"] > 0 and card["ensemble_gate"] == ens["ensemble_gate"]
