@@ -13,6 +13,7 @@ checked against the row's own top-1 (``rows_reproduced``). It trains nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -43,8 +44,7 @@ def _trial(trial_dir: Path, row: dict, data: str | None, std_pad: float) -> dict
     lin = baseline.fit(concat(train, val), labels, seed=cfg.seed, std_pad=std_pad)
     mix = ensemble.Mix(row["ensemble_mode"], tuple(row["ensemble_temperatures"]),
                        row["ensemble_weight"])
-    gated = ensemble.Mix(mix.mode, mix.temperatures, mix.weight,
-                         gate=float(inner.rms_z(val.x, val.mask).max()))
+    gated = dataclasses.replace(mix, gate=float(inner.rms_z(val.x, val.mask).max()))
     sb = predict_fn(str(trial_dir / "model_fp32.tflite"))(test.x, test.mask)
     base, rms = lin.predict(test.x, test.mask), lin.rms_z(test.x, test.mask)
     top1 = {name: float((ensemble.mix_logits(sb, base, m, rms).argmax(1) == test.y).mean())

@@ -37,7 +37,6 @@ class Picture:
     title: str            # the figure's caption
     png: bytes
     group: str  # "grid" | "charts" | "frontier" | "confusion"
-    variant: str = ""     # a split signer grid's variant
 
 
 GRID_MAX_ARMS = 12   # more arms than this over several variants: one signer grid per variant
@@ -325,7 +324,7 @@ def _signer_grids(s: Summary) -> list[Picture]:
     if len(variants) < 2 or s.signers.model.nunique() <= GRID_MAX_ARMS:
         return [Picture("signers.png", caption, _grid_png(s, s.signers, ""), "grid")]
     return [Picture(f"signers_{slug(v)}.png", f"{v}: {caption}",
-                    _grid_png(s, s.signers[s.signers.model.map(variant_of) == v], v), "grid", v)
+                    _grid_png(s, s.signers[s.signers.model.map(variant_of) == v], v), "grid")
             for v in variants]
 
 

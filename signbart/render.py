@@ -513,7 +513,7 @@ def _html_table(df: pd.DataFrame, table_id: str = "") -> str:
             else f"<details><summary>show {len(df)} rows</summary>{table}</details>")
 
 
-CONFUSION_INLINE = 12   # more summed matrices than this: the page embeds the verdict's alone
+CONFUSION_INLINE = 24   # more summed matrices than this: the page embeds the verdict's alone
 
 
 def _inline(s: Summary, pictures: list[Picture]) -> tuple[list[Picture], list[Picture]]:

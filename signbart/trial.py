@@ -345,8 +345,8 @@ def _ensemble_mix(cfg, result, inner):
     val = result.val_data
     base = inner.predict(val.x, val.mask)
     mix = ensemble.fit_mix(result.inner_val_logits, base, val.y, modes)
-    rms = inner.rms_z(val.x, val.mask)
-    if cfg.ensemble_gate:
+    rms = inner.rms_z(val.x, val.mask) if cfg.ensemble_gate else None
+    if rms is not None:
         mix = dataclasses.replace(mix, gate=float(rms.max()))
     return mix, _accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix, rms), val.y)
 

@@ -367,7 +367,7 @@ def test_variant_table_keypoints_costs_and_worst_signer(tmp_path):
     assert "variants" in paths.csv and "## Models" in Path(paths.markdown).read_text()
 
 
-def test_many_variants_get_a_grid_each_and_the_page_embeds_one_variants_matrices(
+def test_many_variants_get_a_grid_each_and_the_page_embeds_one_confusion_matrix(
         tmp_path, monkeypatch):
     """Past GRID_MAX_ARMS arms over several variants the signer grid splits by variant; past
     CONFUSION_INLINE matrices the page embeds one (the verdict's; the first, as here there is
