@@ -39,7 +39,7 @@ class Picture:
     group: str  # "grid" | "charts" | "frontier" | "confusion"
 
 
-GRID_MAX_ARMS = 12   # more arms than this over several variants: one signer grid per variant
+GRID_MAX_ARMS = 16   # more arms than this over several variants: one signer grid per variant
 
 
 def _figure(width: float, height: float, dpi: int = 110) -> Figure:
