@@ -160,6 +160,19 @@ def cmd_report(a) -> int:
     return 0
 
 
+def cmd_compare(a) -> int:
+    from signbart.compare import compare, to_markdown
+    from signbart.storage import write_text
+
+    table = compare(a.a, a.b, a.a_variant, a.b_variant)
+    text = to_markdown(table, a.a, a.b)
+    if a.out:
+        write_text(a.out, table.to_csv(index=False))
+        write_text(a.out.removesuffix(".csv") + ".md", text)
+    print(text, end="")
+    return 0
+
+
 # ------------------------------------------------------------------ parser
 
 def _verbosity(parser: argparse.ArgumentParser, default) -> None:
@@ -328,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another work's figures for this task (source + figures by quant), "
                         "shown beside each SignBART arm; copied into the report")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="two sweeps over the same folds, paired cell by cell "
+                       "(inner validation and held out)", **fmt)
+    s.add_argument("a", help="the reference: sweep storage dir, results/ folder or .parquet")
+    s.add_argument("b", help="the change, on some or all of A's folds")
+    s.add_argument("--a-variant", help="A's variant, where A holds several")
+    s.add_argument("--b-variant", help="B's variant, where B holds several")
+    s.add_argument("--out", help="write the table as this CSV and its Markdown beside it (.md)")
+    s.set_defaults(func=cmd_compare)
     return p
 
 

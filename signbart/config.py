@@ -236,6 +236,7 @@ class TrainConfig:
     early_stopping: int = 0       # patience in epochs on inner-validation accuracy; 0 = off
     refit: bool = False           # after the inner run, retrain on train + inner signers
     jit_compile: bool = False     # XLA-compile the training step (faster; float sums reorder)
+    ema: float = 0.0              # decay of the weights' moving average kept and shipped; 0 = off
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     LIMITS: typing.ClassVar[dict[str, str]] = {
@@ -243,7 +244,7 @@ class TrainConfig:
         "weight_decay": "[0, 1]", "label_smoothing": RATE, "warmup_epochs": "[0, 100000]",
         "plateau_factor": "(0, 1)", "plateau_patience": "[0, 100000]", "min_lr": "[0, 1]",
         "max_frames": "[1, 100000]", "n_val_signers": "[0, 10000]",
-        "early_stopping": "[0, 100000]"}
+        "early_stopping": "[0, 100000]", "ema": RATE}
 
     def __post_init__(self):
         within(self)

@@ -129,6 +129,57 @@ class ReportEpochs(keras.callbacks.Callback):
                      "best_epoch": self.keep.best_epoch, **logs})
 
 
+class WeightEMA(keras.callbacks.Callback):
+    """An exponential moving average of the trainable weights, updated after every step; the
+    model is scored and kept with the average. Inner validation sees the averaged weights
+    (swapped in when a test pass begins, swapped back at the epoch's end, after ``KeepBest``,
+    listed before this, has taken them), and a run without validation ends on them.
+    The decay ramps up as ``(1 + step) / (10 + step)`` so the first steps' random weights
+    fade out of a short run."""
+
+    def __init__(self, decay: float):
+        super().__init__()
+        self.decay = float(decay)
+        self.swapped = False
+
+    def on_train_begin(self, logs=None):
+        weights = self.model.trainable_weights
+        self.average = [tf.Variable(w, trainable=False) for w in weights]
+        self.backup = [tf.Variable(w, trainable=False) for w in weights]
+        self.step = tf.Variable(0.0, trainable=False)
+
+        @tf.function
+        def update():
+            self.step.assign_add(1.0)
+            d = tf.minimum(self.decay, (1.0 + self.step) / (10.0 + self.step))
+            for a, w in zip(self.average, weights):
+                a.assign(d * a + (1.0 - d) * w)
+
+        self._update = update
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def _swap_in(self):
+        for b, a, w in zip(self.backup, self.average, self.model.trainable_weights):
+            b.assign(w)
+            w.assign(a)
+        self.swapped = True
+
+    def on_test_begin(self, logs=None):
+        if not self.swapped:
+            self._swap_in()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.swapped:
+            for b, w in zip(self.backup, self.model.trainable_weights):
+                w.assign(b)
+            self.swapped = False
+
+    def on_train_end(self, logs=None):
+        self._swap_in()
+
+
 def fold_augment(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
                  seed: int):
     """The training augmentation for one fold; ``hand_paste`` draws its hands from that fold's
@@ -167,17 +218,16 @@ class _Fit:
 
 
 def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
-         val_prep: Prepared | None, out_dir: Path, seed: int, report, keep_best: bool) -> _Fit:
+         val_prep: Prepared | None, out_dir: Path, seed: int, report, keep_best: bool,
+         build) -> _Fit:
     """One training run from fresh weights (same seed, same initial weights)."""
-    from signbart.model import build_model
-
     seed_everything(seed)
     model_cfg = variant.model_config()
     augment = fold_augment(cfg, variant, layout, train_prep, seed)
     train_ds = make_dataset(train_prep, cfg.batch_size, seed, augment)
     val_ds = (make_dataset(val_prep, EVAL_BATCH, seed, shuffle=False) if val_prep is not None
               else None)
-    model = compile_model(build_model(model_cfg), cfg, model_cfg.num_labels, len(train_prep))
+    model = compile_model(build(model_cfg), cfg, model_cfg.num_labels, len(train_prep))
     prefix = "val_" if val_ds is not None else ""
     monitor = prefix + "accuracy"
     keep = KeepBest(prefix)
@@ -188,6 +238,8 @@ def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
     ]
     if keep_best:
         callbacks.append(keep)
+    if cfg.ema:
+        callbacks.append(WeightEMA(cfg.ema))   # after KeepBest: it keeps the averaged weights
     if cfg.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(
             monitor=monitor, mode="max", factor=cfg.plateau_factor,
@@ -209,15 +261,17 @@ def _fit(cfg: TrainConfig, variant: VariantConfig, layout, train_prep: Prepared,
 
 
 def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold, out_dir,
-          seed: int, report=None) -> TrainResult:
+          seed: int, report=None, build=None) -> TrainResult:
     """Train on ``fold.train``, choose on ``fold.val``; never reads ``fold.test``.
 
     With ``cfg.refit`` the inner run only chooses the number of epochs (its best inner-val
     epoch); the model kept is then trained afresh on the training and inner signers together
     for that many epochs, so the shipped model has seen every signer but the held-out one.
+    ``build`` makes the model from the variant's ``ModelConfig`` (SignBART's by default).
     """
-    from signbart.model import count_params
+    from signbart.model import build_model, count_params
 
+    build = build or build_model
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = variant.model_config()
@@ -231,7 +285,7 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
     log.info("SignBART %s: %d train / %d val samples%s", variant.name, len(train_prep),
              len(val_prep), ", then refit on both" if cfg.refit and has_val else "")
     inner = _fit(cfg, variant, dataset.layout, train_prep, val_prep if has_val else None,
-                 out_dir, seed, report, keep_best=True)
+                 out_dir, seed, report, keep_best=True, build=build)
     inner_logits = (inner.model.predict(as_model_inputs(val_prep.x, val_prep.mask),
                                         batch_size=EVAL_BATCH,
                                         verbose=0) if has_val else None)
@@ -244,7 +298,7 @@ def train(cfg: TrainConfig, variant: VariantConfig, dataset: Dataset, fold: Fold
         final = _fit(replace(cfg, epochs=epochs, early_stopping=0), variant, dataset.layout,
                      final_prep, None, refit_dir, seed,
                      None if report is None else (lambda m: report({**m, "refit": 1})),
-                     keep_best=False)
+                     keep_best=False, build=build)
         seconds += final.seconds
     dataset.unseal()
     return TrainResult(model=final.model, params=count_params(final.model),

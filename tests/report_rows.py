@@ -42,9 +42,10 @@ def confusion(top1: float, n: int, rng: np.random.Generator) -> list[list[int]]:
 
 def write_sweep(root: Path, name: str, holdouts, seeds=(42,), variants=VARIANTS,
                 arms=ARMS, ablation: str = "", done=None, seed_noise: float = 0.01,
-                confusions: bool = True) -> Path:
+                confusions: bool = True, val_signers=None) -> Path:
     """``root/name``: results/<trial>.parquet for the trials in ``done`` (default: all) and a
-    format-2 sweep.json listing every trial of holdouts × seeds × variants."""
+    format-2 sweep.json listing every trial of holdouts × seeds × variants. ``val_signers``:
+    (holdout, seed) -> the trial's inner signers (default: none recorded)."""
     folder = root / name
     rng = np.random.default_rng(zlib.crc32(name.encode()))
     cells = []
@@ -74,7 +75,8 @@ def write_sweep(root: Path, name: str, holdouts, seeds=(42,), variants=VARIANTS,
                         "inner_val_accuracy": 0.85 + di + VARIANT_SHIFT.get(v, (0.0, 0.0))[1] + 0.01 * i,
                         "model_bytes": size, "params": 37_000 if kind == "baseline" else 700_000,
                         "flops": 48_000_000, "latency_ms_p50": ms, "config_hash": chash,
-                        "git_sha": "abc123", "config": json.dumps({"variant": {"name": v}})})
+                        "git_sha": "abc123", "config": json.dumps({"variant": {"name": v}}),
+                        "val_signers": val_signers(h, seed) if val_signers else None})
                 write_rows(rows, str(folder / "results" / f"{tid}.parquet"))
     write_json(folder / "sweep.json", {"format": 2, "name": name, "hash": f"hash-{name}",
                                        "git_sha": "abc123", "spec": {"name": name},

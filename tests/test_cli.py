@@ -10,7 +10,8 @@ from signbart.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parents[1]
 
-SUBCOMMANDS = ["synth", "import-pkl", "extract", "train", "evaluate", "predict", "sweep", "report"]
+SUBCOMMANDS = ["synth", "import-pkl", "extract", "train", "evaluate", "predict", "sweep", "report",
+               "compare"]
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -13,7 +13,7 @@ from signbart.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = {"mlr511": "mlr511-nested", "mlr511-variants": "mlr511-variants",
-           "mlr511-shape": "mlr511-shape"}
+           "mlr511-shape": "mlr511-shape", "mlr511-smoothing": "mlr511-smoothing"}
 
 
 def _printed_command(report: Path) -> list[str]:
@@ -54,3 +54,24 @@ def test_the_readme_quotes_the_published_verdict(name):
         in readme.replace("-", "−")
     assert f"`{v['model']}`" in readme
     assert v["n_signers"] == 9 and not v["vs_baseline_distinguishable"]
+
+
+def _compare_commands() -> list[list[str]]:
+    readme = (ROOT / "README.md").read_text()
+    return [shlex.split(c) for c in re.findall(r"^(signbart compare reports/\S+ .*)$", readme,
+                                               re.M)]
+
+
+@pytest.mark.parametrize("argv", _compare_commands(), ids=lambda a: a[a.index("--out") + 1])
+def test_each_published_screen_comparison_is_rebuilt_by_its_readme_command(tmp_path, monkeypatch,
+                                                                           argv):
+    committed = ROOT / argv[argv.index("--out") + 1]
+    monkeypatch.chdir(ROOT)
+    argv[argv.index("--out") + 1] = str(tmp_path / "compare.csv")
+    assert main(argv[1:]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "compare.csv"), pd.read_csv(committed),
+                                  check_exact=False, rtol=1e-9)
+
+
+def test_the_readme_publishes_screen_comparisons():
+    assert len(_compare_commands()) >= 1

@@ -142,3 +142,53 @@ def test_jit_compile_is_a_switch_that_trains_the_same_model(synth_dataset, tmp_p
         losses[jit] = pd.read_csv(tmp_path / str(jit) / "train_log.csv")["loss"].to_numpy()
     assert np.all(np.isfinite(losses[True]))
     np.testing.assert_allclose(losses[True], losses[False], rtol=0.05)
+
+
+def test_weight_ema_averages_every_step_and_validation_scores_the_average():
+    """A linear model on fixed data: the kept weights are the step-by-step average (with the
+    ramped decay), and each epoch's val_loss is the averaged model's, not the raw one's."""
+    from signbart.tfkeras import keras, seed_everything
+    from signbart.train import KeepBest, WeightEMA
+
+    seed_everything(0)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 3)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    start, raw, scored = [], [], []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            start.append(self.model.get_weights())
+
+        def on_train_batch_end(self, batch, logs=None):
+            raw.append(self.model.get_weights())
+
+        def on_test_end(self, logs=None):       # inside validation: the weights it scored
+            scored.append(self.model.get_weights())
+
+    keep = KeepBest("val_")
+    history = model.fit(x, y, batch_size=16, epochs=3, validation_data=(x, y), verbose=0,
+                        shuffle=False, callbacks=[Record(), keep, WeightEMA(0.9)])
+    average, per_epoch = start[0], []
+    for step, weights in enumerate(raw, start=1):
+        d = min(0.9, (1 + step) / (10 + step))
+        average = [d * a + (1 - d) * w for a, w in zip(average, weights)]
+        if step % 4 == 0:                        # 64 samples / 16: 4 steps an epoch
+            per_epoch.append(average)
+    assert len(raw) == 12 and len(scored) == 3
+    for got, want in zip(scored, per_epoch):
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)   # validation saw the average
+    for a, b in zip(model.get_weights(), per_epoch[-1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)       # and the run ends on it
+    assert not np.allclose(model.get_weights()[0], raw[-1][0])       # not on the last step
+    for epoch, weights in enumerate(per_epoch):
+        probe = keras.models.clone_model(model)
+        probe.set_weights(weights)
+        mse = float(np.mean((probe.predict(x, verbose=0) - y) ** 2))
+        assert history.history["val_loss"][epoch] == pytest.approx(mse, rel=1e-4)
+    best = int(np.argmin(history.history["val_loss"]))
+    assert keep.best_epoch == best + 1
+    for a, b in zip(keep.weights, per_epoch[best]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)       # KeepBest kept the average
