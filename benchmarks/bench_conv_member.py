@@ -21,22 +21,19 @@ gain. Held-out figures are reported, never chosen by.
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import parser, write
+from common import accuracy, parser, row_fold, seed_rows, write
 
 from signbart import baseline, ensemble
-from signbart.config import EVAL_BATCH, ExperimentConfig
+from signbart.config import EVAL_BATCH
 from signbart.convnet import build_convnet
-from signbart.data import open_dataset
 from signbart.preprocess import prepare
 from signbart.signerstats import t_interval
 from signbart.train import as_model_inputs, train
@@ -44,28 +41,9 @@ from signbart.train import as_model_inputs, train
 TIE = 0.005
 
 
-def _accuracy(logits, y) -> float:
-    return float((np.asarray(logits).argmax(1) == y).mean())
-
-
-def _rows(rows_dir: Path, seed: int) -> dict[str, dict[str, dict]]:
-    """{trial_id: {model_kind: its FP32 row}} of the sweep's trials at ``seed``."""
-    out: dict[str, dict[str, dict]] = {}
-    for path in sorted((rows_dir / "results").glob("*.parquet")):
-        for r in pq.read_table(path).to_pylist():
-            if r["seed"] == seed and r["quant"] == "fp32" and r["status"] == "ok":
-                out.setdefault(r["trial_id"], {})[r["model_kind"]] = r
-    return out
-
-
 def _trial(rows: dict[str, dict], data: str | None, width: int, blocks: int) -> dict:
     sb = rows["signbart"]
-    cfg = ExperimentConfig.parse(json.loads(sb["config"]))
-    dataset = open_dataset(data or cfg.data)
-    fold = dataset.fold(cfg.holdout, cfg.train.n_val_signers, cfg.seed)
-    if list(fold.val_signers) != list(sb["val_signers"]):
-        raise SystemExit(f"{sb['trial_id']}: inner signers {list(fold.val_signers)} are not "
-                         f"the row's {sb['val_signers']}")
+    cfg, dataset, fold = row_fold(sb, data)
     labels = len(dataset.labels)
 
     def build(model_cfg):
@@ -89,13 +67,13 @@ def _trial(rows: dict[str, dict], data: str | None, width: int, blocks: int) -> 
         "inner_epochs": result.inner_epochs, "train_seconds": seconds,
         "conv_share": mix.weight,
         "inner": {"conv": result.inner_val_accuracy,
-                  "conv+baseline": _accuracy(ensemble.mix_logits(result.inner_val_logits,
+                  "conv+baseline": accuracy(ensemble.mix_logits(result.inner_val_logits,
                                                                  inner_base, mix), val.y),
                   "signbart": sb["inner_val_accuracy"],
                   "signbart+baseline": rows["ensemble"]["inner_val_accuracy"],
                   "baseline": rows["baseline"]["inner_val_accuracy"]},
-        "held_out": {"conv": _accuracy(conv, test.y),
-                     "conv+baseline": _accuracy(ensemble.mix_logits(conv, base, mix), test.y),
+        "held_out": {"conv": accuracy(conv, test.y),
+                     "conv+baseline": accuracy(ensemble.mix_logits(conv, base, mix), test.y),
                      "signbart": sb["top1"], "signbart+baseline": rows["ensemble"]["top1"],
                      "baseline": rows["baseline"]["top1"]}}
 
@@ -109,7 +87,7 @@ def main() -> None:
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--holdouts", nargs="*", help="only these folds (default: all)")
     args = p.parse_args()
-    by_trial = _rows(Path(args.rows), args.seed)
+    by_trial = seed_rows(Path(args.rows), args.seed)
     trials = [_trial(rows, args.data, args.width, args.blocks)
               for _, rows in sorted(by_trial.items())
               if not args.holdouts or rows["signbart"]["holdout"] in args.holdouts]

@@ -11,6 +11,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
+
 from signbart.storage import write_text
 
 
@@ -28,6 +31,36 @@ def write(out: str, figures: dict) -> None:
     text = json.dumps(figures, indent=1)
     print(text)
     write_text(out, text)
+
+
+def accuracy(logits, y) -> float:
+    return float((np.asarray(logits).argmax(1) == y).mean())
+
+
+def seed_rows(rows_dir: Path, seed: int) -> dict[str, dict[str, dict]]:
+    """{trial_id: {model_kind: its ok FP32 row}} of a finished sweep's trials at ``seed``: the
+    cells a screen re-trains on the same folds and inner signers."""
+    out: dict[str, dict[str, dict]] = {}
+    for path in sorted((rows_dir / "results").glob("*.parquet")):
+        for r in pq.read_table(path).to_pylist():
+            if r["seed"] == seed and r["quant"] == "fp32" and r["status"] == "ok":
+                out.setdefault(r["trial_id"], {})[r["model_kind"]] = r
+    return out
+
+
+def row_fold(row: dict, data: str | None):
+    """(config, dataset, fold) of the trial that wrote ``row``, its fold rebuilt as the trial
+    built it; refuses if the inner signers drawn now are not the row's."""
+    from signbart.config import ExperimentConfig
+    from signbart.data import open_dataset
+
+    cfg = ExperimentConfig.parse(json.loads(row["config"]))
+    dataset = open_dataset(data or cfg.data)
+    fold = dataset.fold(cfg.holdout, cfg.train.n_val_signers, cfg.seed)
+    if list(fold.val_signers) != list(row["val_signers"]):
+        raise SystemExit(f"{row['trial_id']}: inner signers {list(fold.val_signers)} are not "
+                         f"the row's {row['val_signers']}")
+    return cfg, dataset, fold
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ from signbart.report import audit, load
 from signbart.signerstats import paired_test
 
 KEY = ["holdout", "seed", "quant", "model_kind"]
+EQUAL = 1e-9   # two runs' top-1 of the same clips: closer than this is the same score
 COLUMNS = ["quant", "model_kind", "signers", "cells", "inner_a", "inner_b", "inner_delta",
            "inner_low", "inner_high", "held_out_a", "held_out_b", "held_out_delta",
            "held_out_low", "held_out_high", "signers_better", "signers_worse"]
@@ -84,8 +85,8 @@ def compare(a_input: str, b_input: str, a_variant: str | None = None,
                         f"{name}_low": test.get("ci_low", np.nan),
                         f"{name}_high": test.get("ci_high", np.nan)})
             if name == "held_out":
-                out.update(signers_better=int((diff > 0).sum()),
-                           signers_worse=int((diff < 0).sum()))
+                out.update(signers_better=int((diff > EQUAL).sum()),
+                           signers_worse=int((diff < -EQUAL).sum()))
         rows.append(out)
     return pd.DataFrame(rows, columns=COLUMNS)
 

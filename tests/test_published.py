@@ -13,7 +13,8 @@ from signbart.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORTS = {"mlr511": "mlr511-nested", "mlr511-variants": "mlr511-variants",
-           "mlr511-shape": "mlr511-shape", "mlr511-smoothing": "mlr511-smoothing"}
+           "mlr511-shape": "mlr511-shape", "mlr511-smoothing": "mlr511-smoothing",
+           "mlr511-ema": "mlr511-ema"}
 
 
 def _printed_command(report: Path) -> list[str]:

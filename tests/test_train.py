@@ -192,3 +192,25 @@ def test_weight_ema_averages_every_step_and_validation_scores_the_average():
     assert keep.best_epoch == best + 1
     for a, b in zip(keep.weights, per_epoch[best]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)       # KeepBest kept the average
+
+
+def test_another_model_trains_through_the_same_loop(synth_dataset, tmp_path):
+    """``build`` swaps the model and nothing else: the depthwise-conv member gets the fold's
+    inner run, refit and inner logits as SignBART does, and its logits ignore padding."""
+    from signbart.convnet import build_convnet
+
+    ds = open_dataset(synth_dataset)
+    fold = ds.fold("user01", val_signers=1, seed=0)
+    cfg = from_dict(TrainConfig, {"epochs": 2, "batch_size": 8, "refit": True}, "t")
+    result = train(cfg, VARIANT, ds, fold, tmp_path, 0,
+                   build=lambda m: build_convnet(m.num_keypoints, m.num_labels, width=16,
+                                                 blocks=2))
+    assert result.model.name == result.inner_model.name == "convnet"
+    assert result.inner_val_logits.shape == (len(fold.val), 10)
+    test = prepare(ds, fold.test, VARIANT)
+    longer = {"keypoints": np.pad(test.x, ((0, 0), (0, 16), (0, 0), (0, 0))),
+              "attention_mask": np.pad(test.mask, ((0, 0), (0, 16)))}
+    np.testing.assert_allclose(result.model.predict(longer, verbose=0),
+                               result.model.predict({"keypoints": test.x,
+                                                     "attention_mask": test.mask}, verbose=0),
+                               atol=1e-5)
