@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import accuracy, parser, row_fold, seed_rows, write
+from common import parser, row_fold, seed_rows, write
 
 from signbart import baseline, ensemble
 from signbart.config import EVAL_BATCH
 from signbart.convnet import build_convnet
+from signbart.evaluate import accuracy
 from signbart.preprocess import prepare
 from signbart.signerstats import t_interval
 from signbart.train import as_model_inputs, train

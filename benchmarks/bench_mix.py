@@ -29,6 +29,7 @@ from common import parser, write
 from signbart import baseline, ensemble
 from signbart.config import ExperimentConfig
 from signbart.data import open_dataset
+from signbart.evaluate import accuracy
 from signbart.preprocess import prepare
 from signbart.signerstats import t_interval
 from signbart.tflite import Runner
@@ -82,17 +83,13 @@ def _auto(variant):
     return dataclasses.replace(variant, handedness="auto")
 
 
-def _accuracy(log_probs: np.ndarray, y: np.ndarray) -> float:
-    return float((log_probs.argmax(1) == y).mean())
-
-
 def _before(f: dict) -> ensemble.Mix:
     """The rule this benchmark replaces: log-linear pool, no temperatures, SignBART's share
     on a 0.1 grid by inner accuracy, then inner log-likelihood, then nearest 0.5."""
     def score(w):
         lp = ensemble.mix_logits(f["val_signbart"], f["val_baseline"],
                                  ensemble.Mix("geometric", (1.0, 1.0), float(w)))
-        return _accuracy(lp, f["val_y"]), -ensemble.nll(lp, f["val_y"]), -abs(w - 0.5)
+        return accuracy(lp, f["val_y"]), -ensemble.nll(lp, f["val_y"]), -abs(w - 0.5)
     return ensemble.Mix("geometric", (1.0, 1.0), float(max(np.linspace(0, 1, 11).round(2),
                                                              key=score)))
 
@@ -143,19 +140,19 @@ def score(folds: list[dict]) -> dict:
     for variant in sorted({f["variant"] for f in folds}):
         fs = sorted((f for f in folds if f["variant"] == variant),
                     key=lambda f: (f["holdout"], f["seed"]))
-        per = {"signbart alone": [_accuracy(f["test_signbart"], f["test_y"]) for f in fs],
-               "baseline alone": [_accuracy(f["test_baseline"], f["test_y"]) for f in fs]}
+        per = {"signbart alone": [accuracy(f["test_signbart"], f["test_y"]) for f in fs],
+               "baseline alone": [accuracy(f["test_baseline"], f["test_y"]) for f in fs]}
         chosen, unmirrored = {}, {}
         for name, rule in RULES.items():
             mixes = [rule(f) for f in fs]
             chosen[name] = [dataclasses.asdict(m) for m in mixes]
-            per[name] = [_accuracy(ensemble.mix_logits(f["test_signbart"], f["test_baseline"], m),
+            per[name] = [accuracy(ensemble.mix_logits(f["test_signbart"], f["test_baseline"], m),
                                    f["test_y"]) for f, m in zip(fs, mixes)]
             for f, m in zip(fs, mixes):
                 for key in ("as", "auto"):
                     if f"unmirrored_{key}_y" in f:
                         unmirrored.setdefault(f"{f['holdout']} s{f['seed']}", {})[
-                            f"{name} / {key}"] = _accuracy(
+                            f"{name} / {key}"] = accuracy(
                             ensemble.mix_logits(f[f"unmirrored_{key}_signbart"],
                                                 f[f"unmirrored_{key}_baseline"], m),
                             f[f"unmirrored_{key}_y"])

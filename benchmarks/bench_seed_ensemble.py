@@ -32,10 +32,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import accuracy, parser, row_fold, seed_rows, write
+from common import parser, row_fold, seed_rows, write
 
 from signbart import ensemble, quantize, tflite
 from signbart.config import EVAL_BATCH
+from signbart.evaluate import accuracy
 from signbart.preprocess import prepare
 from signbart.signerstats import t_interval
 from signbart.tfkeras import keras
@@ -63,7 +64,8 @@ def one_graph(models: list) -> keras.Model:
     return keras.Model({"keypoints": keypoints, "attention_mask": mask}, out, name="seeds")
 
 
-def _trial(rows: dict[str, dict], data: str | None, members: int) -> dict:
+def _trial(rows: dict[str, dict], data: str | None, members: int) -> tuple[dict, list, int]:
+    """The fold's figures, its member models and their frame count."""
     sb = rows["signbart"]
     cfg, dataset, fold = row_fold(sb, data)
     inner_only = dataclasses.replace(cfg.train, refit=False)
@@ -78,17 +80,17 @@ def _trial(rows: dict[str, dict], data: str | None, members: int) -> dict:
     test = prepare(dataset, fold.test, cfg.variant, cfg.train.max_frames)
     test_logits = [m.predict(as_model_inputs(test.x, test.mask), batch_size=EVAL_BATCH,
                              verbose=0) for m in models]
-    return {"trial": sb["trial_id"], "holdout": cfg.holdout,
-            "val_signers": list(fold.val_signers), "row_inner": sb["inner_val_accuracy"],
-            "row_keepbest_top1": rows["signbart-keepbest"]["top1"],
-            "inner": {"single": accuracy(inner_logits[0], val_y),
-                      "members": [accuracy(x, val_y) for x in inner_logits],
-                      "mix": accuracy(mean_probs(inner_logits), val_y)},
-            "inner_best_epoch_accuracy": inner_best,
-            "held_out": {"single": accuracy(test_logits[0], test.y),
-                         "members": [accuracy(x, test.y) for x in test_logits],
-                         "mix": accuracy(mean_probs(test_logits), test.y)},
-            "_models": models, "_frames": cfg.train.max_frames}
+    record = {"trial": sb["trial_id"], "holdout": cfg.holdout,
+              "val_signers": list(fold.val_signers), "row_inner": sb["inner_val_accuracy"],
+              "row_keepbest_top1": rows["signbart-keepbest"]["top1"],
+              "inner": {"single": accuracy(inner_logits[0], val_y),
+                        "members": [accuracy(x, val_y) for x in inner_logits],
+                        "mix": accuracy(mean_probs(inner_logits), val_y)},
+              "inner_best_epoch_accuracy": inner_best,
+              "held_out": {"single": accuracy(test_logits[0], test.y),
+                           "members": [accuracy(x, test.y) for x in test_logits],
+                           "mix": accuracy(mean_probs(test_logits), test.y)}}
+    return record, models, cfg.train.max_frames
 
 
 def _cost(models: list, frames: int, out: Path) -> dict:
@@ -111,20 +113,17 @@ def main() -> None:
     p.add_argument("--holdouts", nargs="*", help="only these folds (default: all)")
     args = p.parse_args()
     by_trial = seed_rows(Path(args.rows), args.seed)
-    trials = []
+    trials, last = [], None             # only the last fold's members are priced
+    for _, rows in sorted(by_trial.items()):
+        if args.holdouts and rows["signbart"]["holdout"] not in args.holdouts:
+            continue
+        record, *last = _trial(rows, args.data, args.members)
+        trials.append(record)
+        print(json.dumps(record), flush=True)
+    if not trials:
+        raise SystemExit(f"{args.rows}: no FP32 rows at seed {args.seed}")
     with tempfile.TemporaryDirectory() as tmp:
-        for _, rows in sorted(by_trial.items()):
-            if args.holdouts and rows["signbart"]["holdout"] not in args.holdouts:
-                continue
-            for done in trials:                 # only the last fold's members are priced
-                done.pop("_models", None)
-            trials.append(_trial(rows, args.data, args.members))
-            print(json.dumps({k: v for k, v in trials[-1].items() if not k.startswith("_")}),
-                  flush=True)
-        if not trials:
-            raise SystemExit(f"{args.rows}: no FP32 rows at seed {args.seed}")
-        cost = _cost(trials[-1]["_models"], trials[-1]["_frames"], Path(tmp))
-    trials = [{k: v for k, v in t.items() if not k.startswith("_")} for t in trials]
+        cost = _cost(*last, Path(tmp))
     summary = {scope: {k: float(np.mean([t[scope][k] for t in trials])) for k in ("single", "mix")}
                for scope in ("inner", "held_out")}
     paired = {scope: [float(x) for x in t_interval([t[scope]["mix"] - t[scope]["single"]

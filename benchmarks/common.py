@@ -11,7 +11,6 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from signbart.storage import write_text
@@ -31,10 +30,6 @@ def write(out: str, figures: dict) -> None:
     text = json.dumps(figures, indent=1)
     print(text)
     write_text(out, text)
-
-
-def accuracy(logits, y) -> float:
-    return float((np.asarray(logits).argmax(1) == y).mean())
 
 
 def seed_rows(rows_dir: Path, seed: int) -> dict[str, dict[str, dict]]:

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------------------------------
 
 
+def accuracy(scores, y) -> float:
+    """Top-1 of ``scores`` [N, C] (logits, probabilities or log-probabilities)."""
+    return float((np.asarray(scores).argmax(1) == y).mean())
+
+
 def metrics(y_true, scores, num_labels: int) -> dict:
     """top1, top5, macro_f1, per_class_acc and confusion of ``scores`` [N, C] (logits or probs).
 

@@ -307,10 +307,6 @@ def _inner_baseline(cfg, dataset, result):
     return _fit_baseline(cfg, dataset, result.inner_train_data)
 
 
-def _accuracy(logits, y) -> float:
-    return float((logits.argmax(1) == y).mean())
-
-
 def _baseline_row(cfg, dataset, fold, lin, inner, val, test) -> dict:
     from signbart import evaluate
 
@@ -320,7 +316,8 @@ def _baseline_row(cfg, dataset, fold, lin, inner, val, test) -> dict:
                 raise fit
         metrics = (evaluate.evaluate(lin.predict, test.x, test.mask, test.y,
                                      len(dataset.labels)) if len(test) else {})
-        inner_acc = _accuracy(inner.predict(val.x, val.mask), val.y) if inner else None
+        inner_acc = (evaluate.accuracy(inner.predict(val.x, val.mask), val.y) if inner
+                     else None)
         return _row(cfg, fold, dataset, "fp32", model_kind="baseline", params=lin.params,
                     train_seconds=lin.seconds, inner_val_accuracy=inner_acc, **metrics)
     except Exception as err:
@@ -337,7 +334,7 @@ def _ensemble_mix(cfg, result, inner):
     No inner signers: equal shares of the first pool, no scaling, no gate, no figure."""
     import dataclasses
 
-    from signbart import ensemble
+    from signbart import ensemble, evaluate
 
     modes = ensemble.MODES if cfg.ensemble_mix == "fit" else (cfg.ensemble_mix,)
     if inner is None:
@@ -348,7 +345,8 @@ def _ensemble_mix(cfg, result, inner):
     rms = inner.rms_z(val.x, val.mask) if cfg.ensemble_gate else None
     if rms is not None:
         mix = dataclasses.replace(mix, gate=float(rms.max()))
-    return mix, _accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix, rms), val.y)
+    return mix, evaluate.accuracy(ensemble.mix_logits(result.inner_val_logits, base, mix, rms),
+                                  val.y)
 
 
 def _ensemble_rows(cfg, dataset, fold, trained: Trained, lin, inner, test, out: Path
